@@ -1,0 +1,95 @@
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from robustgsl import runs
+from robustgsl.cli import main
+from robustgsl.config import make_config
+from robustgsl.train import train
+
+TINY = ["--preset", "demo", "--width", "0.0625", "--device", "cpu", "--quiet"]
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result
+
+
+def test_train_both_writes_complete_run_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train-both", *TINY, "--epochs", "2", "--out", "runs/pair")
+    assert result.exit_code == 0, result.output
+    for name in ("ce", "gsl"):
+        run = tmp_path / "runs/pair" / name
+        config = json.loads((run / "config.json").read_text())
+        assert config["loss"] == name and config["dataset"] == "digits" and config["epochs"] == 2
+        environment = json.loads((run / "environment.json").read_text())
+        assert {"versions", "device", "git_sha", "seed", "command_line", "wall_time_s"} <= set(environment)
+        metrics = runs.read_metrics(run)
+        assert [m["epoch"] for m in metrics] == [1, 2]
+        assert {"loss", "lr", "train_error", "val_error", "epoch_time_s"} <= set(metrics[0])
+        checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+        assert checkpoint["epoch"] == 2
+        weights = load_file(str(run / "model.safetensors"))
+        model, _ = runs.load_model(run)
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(weights[key], value)
+    gsl_config = json.loads((tmp_path / "runs/pair/gsl/config.json").read_text())
+    assert gsl_config["k"] is None and gsl_config["alpha"] == 2.0 and gsl_config["embedding_dim"] == 10
+    assert runs.find_last_pair(tmp_path / "runs") == [(tmp_path / "runs/pair").resolve() / n for n in ("ce", "gsl")]
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    common = dict(width=0.0625, epochs=2, milestones=[1])
+    straight = train(make_config("gsl", "demo", **common), tmp_path / "straight", device="cpu")
+    interrupted_config = make_config("gsl", "demo", **(common | {"epochs": 1}))
+    train(interrupted_config, tmp_path / "resumed", device="cpu")
+    train(make_config("gsl", "demo", **common), tmp_path / "resumed", device="cpu", resume=True)
+    a = load_file(str(straight / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed/model.safetensors"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert [m["epoch"] for m in runs.read_metrics(tmp_path / "resumed")] == [1, 2]
+
+
+def test_existing_run_folder_is_refused_and_kept(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("keep me")
+    result = CliRunner().invoke(main, ["train", "--loss", "ce", *TINY, "--epochs", "1", "--out", str(run)])
+    assert result.exit_code == 2
+    assert "already exists" in result.output and "--resume" in result.output
+    assert (run / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--loss", "hinge"], "hinge"),
+    (["--loss", "gsl", "--k", "0"], "k must be >= 1"),
+    (["--loss", "gsl", "--alpha", "-1"], "alpha must be > 0"),
+    (["--loss", "ce", "--dataset", "mnist"], "mnist"),
+    (["--loss", "ce", "--preset", "fast"], "fast"),
+    (["--loss", "ce", "--optimizer", "rmsprop"], "rmsprop"),
+])
+def test_bad_input_gets_a_clear_message(tmp_path, args, needle):
+    result = CliRunner().invoke(main, ["train", *args, "--out", str(tmp_path / "r"), "--quiet", "--epochs", "1"])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    train(make_config("ce", "demo", width=0.0625, epochs=1), run, device="cpu")
+    good = load_file(str(run / "model.safetensors"))
+    (run / "model.safetensors").unlink()
+    monkeypatch.setattr("robustgsl.train.F.cross_entropy", lambda outputs, labels: outputs.sum() * float("nan"))
+    result = CliRunner().invoke(main, ["train", "--loss", "ce", *TINY, "--epochs", "3", "--out", str(run), "--resume"])
+    assert result.exit_code == 1
+    assert "loss became nan" in result.output.lower() and "(epoch 1)" in result.output
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == 1
+    torch.testing.assert_close(checkpoint["model"]["linear.weight"], good["linear.weight"])
+    assert [m["epoch"] for m in runs.read_metrics(run)] == [1]
