@@ -79,7 +79,7 @@ _TRAIN_OPTIONS = [
     click.option("--gamma", type=float, default=None),
     click.option("--k", "k", default=None, help="GSL graph neighbours per example, or 'max' (complete graph) [max]."),
     click.option("--alpha", type=float, default=None, help="GSL edge weight exp(-alpha * distance) [2]."),
-    click.option("--gsl-reduction", default=None, help="GSL loss: sum (the paper's value) or mean (sum / batch) [sum]."),
+    click.option("--gsl-reduction", default=None, help="GSL loss over a batch: mean (sum / batch size) or sum (Definition 1 as written) [mean]."),
     click.option("--embedding-dim", type=int, default=None, help="GSL output dimension d [number of classes]."),
     click.option("--normalization", default=None, help="GSL output normalisation: l2 or batchnorm [l2]."),
     click.option("--width", type=float, default=None, help="Channel multiplier of PreActResNet-18 [1]."),
@@ -155,8 +155,11 @@ def train(loss: str, out: str | None, **options) -> None:
         raise InputError(f"unknown loss {loss!r}; valid: ce, gsl")
     config = _make_config(loss, options)
     run_dir = out or _default_run_dir(options, loss)
+    from robustgsl.distributed import is_main_process, shutdown
+
     train_run(config, run_dir, **_train_kwargs(options))
-    if not options["quiet"]:
+    shutdown()
+    if not options["quiet"] and is_main_process():
         _echo(f"run folder: {run_dir}")
 
 
@@ -169,9 +172,68 @@ def train_both(out: str | None, **options) -> None:
 
     configs = {loss: _make_config(loss, options) for loss in ("ce", "gsl")}
     out_dir = out or _default_run_dir(options, None)
+    from robustgsl.distributed import is_main_process, shutdown
+
     paths = train_pair(configs, out_dir, runs_root="runs", **_train_kwargs(options))
-    if not options["quiet"]:
+    shutdown()
+    if not options["quiet"] and is_main_process():
         _echo("run folders: " + ", ".join(str(p) for p in paths))
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--out", default=None, help="Evaluation folder [reports/<name of the runs' parent folder>].")
+@click.option("--corruption-dir", default=None, type=click.Path(file_okay=False),
+              help="Corruption data: a folder made by `robustgsl corrupt` or a released CIFAR-10-C / CIFAR-100-C "
+                   "folder. Default: corruptions/<DATASET>-C, generated when missing or incomplete.")
+@click.option("--corruptions", default="all", show_default=True,
+              help="all (the 15), extra (the 4 extra ones) or a comma-separated list.")
+@click.option("--severities", default="1,2,3,4,5", show_default=True)
+@click.option("--heads", default=None,
+              help="Comma-separated heads among argmax, 1nn, 10nn, svc [all that apply; argmax for CE only].")
+@click.option("--baseline", default=None, help="MODEL/HEAD that scores 100 in MCE [ce/argmax].")
+@click.option("--svc-train-size", default=None, type=int,
+              help="Stratified, seeded subset of training embeddings the SVC is fitted on [10000; 0 = all].")
+@click.option("--bootstrap", "n_bootstrap", default=1000, show_default=True, type=int,
+              help="Paired-bootstrap resamples for the 95 % intervals.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the bootstrap, the SVC subset and generated corruptions.")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False))
+@click.option("--download/--no-download", default=True, show_default=True)
+@click.option("--device", default=None, help="cpu, cuda or cuda:N [cuda when available].")
+@click.option("--workers", default=None, type=int, help="Processes for generating corruptions [all cores].")
+@click.option("--grid-image", default=0, show_default=True, type=int, help="Test image shown in the corruption grid.")
+@click.option("--no-report", is_flag=True, help="Write the tables only.")
+@click.option("--quiet", is_flag=True)
+def evaluate(run_dirs, out, corruption_dir, corruptions, severities, heads, baseline, svc_train_size, n_bootstrap,
+             seed, data_dir, download, device, workers, grid_image, no_report, quiet) -> None:
+    """Clean error, MCE and relative MCE of trained runs [default: the last train-both pair]."""
+    from robustgsl.evaluate import evaluate as run_evaluation
+    from robustgsl.heads import DEFAULT_SVC_TRAIN_SIZE
+
+    if svc_train_size is None:
+        svc_train_size = DEFAULT_SVC_TRAIN_SIZE
+    out_dir = run_evaluation(
+        list(run_dirs) or None, out_dir=out, corruption_dir=corruption_dir, corruptions=corruptions,
+        severities=severities, heads=heads.split(",") if heads else None, baseline=baseline,
+        svc_train_size=svc_train_size or None, n_bootstrap=n_bootstrap, seed=seed, data_dir=data_dir,
+        download=download, device=device, workers=workers, grid_image_index=grid_image, report=not no_report,
+        quiet=quiet, log=None if quiet else _echo,
+    )
+    if not no_report:
+        click.echo(f"report: {out_dir / 'index.html'}")
+
+
+@main.command()
+@click.argument("eval_dir", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="HTML file [<eval_dir>/index.html].")
+@click.option("--title", default=None)
+def report(eval_dir, out, title) -> None:
+    """(Re)write the HTML report of an evaluation folder."""
+    from robustgsl.report import write_report
+
+    path = write_report(eval_dir, out_path=out, title=title)
+    click.echo(f"report: {path}")
 
 
 # --- corrupt command (owned by robustgsl/corruptions) ---

@@ -1,0 +1,251 @@
+"""Writing a corruption data set: layout, manifest, resume, refusals, failures, workers, CLI."""
+
+import hashlib
+import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import robustgsl.corruptions as corruptions
+from robustgsl.corruptions import corrupt
+from robustgsl.corruptions.dataset import default_out_dir, verify_corruption_dataset, write_corruption_dataset
+from robustgsl.errors import InputError
+
+RS = np.random.RandomState(0)
+IMAGES = RS.randint(0, 256, (7, 32, 32, 3)).astype(np.uint8)
+LABELS = RS.randint(0, 10, 7)
+NAMES = ("gaussian_noise", "contrast")
+
+
+def write(out, **kwargs):
+    options = dict(corruptions=NAMES, seed=3, workers=1, dataset_name="synthetic", quiet=True, chunk_size=3)
+    options.update(kwargs)
+    images = options.pop("images", IMAGES)
+    labels = options.pop("labels", LABELS)
+    return write_corruption_dataset(images, labels, out, **options)
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_layout_labels_and_manifest(tmp_path):
+    manifest = write(tmp_path)
+    n = len(IMAGES)
+    for name in NAMES:
+        data = np.load(tmp_path / f"{name}.npy")
+        assert data.dtype == np.uint8 and data.shape == (5 * n, 32, 32, 3)
+        for severity in range(1, 6):  # block k holds severity k + 1, in test-set order
+            np.testing.assert_array_equal(data[(severity - 1) * n:severity * n], corrupt(IMAGES, name, severity, seed=3))
+    labels = np.load(tmp_path / "labels.npy")
+    assert labels.dtype == np.uint8 and labels.shape == (5 * n,)
+    np.testing.assert_array_equal(labels, np.concatenate([LABELS] * 5))
+    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    assert on_disk == json.loads(json.dumps(manifest))
+    assert on_disk["seed"] == 3 and on_disk["dataset"] == "synthetic" and on_disk["n_images"] == n
+    assert on_disk["severities"] == [1, 2, 3, 4, 5]
+    assert on_disk["generator_version"] == corruptions.GENERATOR_VERSION
+    assert "make_cifar_c.py" in on_disk["constants_source"]
+    for file_name in ["labels.npy", "gaussian_noise.npy", "contrast.npy"]:
+        assert on_disk["files"][file_name]["sha256"] == sha256(tmp_path / file_name)
+    assert on_disk["files"]["contrast.npy"]["constants"] == [0.75, 0.5, 0.4, 0.3, 0.15]
+    assert verify_corruption_dataset(tmp_path, NAMES, "all") == []
+    assert leftovers(tmp_path) == []
+
+
+def test_severity_subset_is_stacked_in_order_and_recorded(tmp_path):
+    write(tmp_path, severities="4,2")
+    data = np.load(tmp_path / "contrast.npy")
+    assert data.shape == (14, 32, 32, 3)
+    np.testing.assert_array_equal(data[:7], corrupt(IMAGES, "contrast", 2))
+    np.testing.assert_array_equal(data[7:], corrupt(IMAGES, "contrast", 4))
+    assert json.loads((tmp_path / "manifest.json").read_text())["severities"] == [2, 4]
+    assert verify_corruption_dataset(tmp_path, NAMES, "2") == []
+    assert any("severities [5]" in p for p in verify_corruption_dataset(tmp_path, NAMES, "2,5"))
+
+
+def test_bytes_do_not_depend_on_workers_or_chunks(tmp_path):
+    write(tmp_path / "one", workers=1, chunk_size=7)
+    write(tmp_path / "two", workers=2, chunk_size=2)
+    for name in NAMES:
+        assert sha256(tmp_path / "one" / f"{name}.npy") == sha256(tmp_path / "two" / f"{name}.npy")
+
+
+def test_resume_skips_verified_files_and_redoes_damaged_ones(tmp_path):
+    write(tmp_path)
+    contrast = tmp_path / "contrast.npy"
+    good = sha256(contrast)
+    first_mtime = (tmp_path / "gaussian_noise.npy").stat().st_mtime_ns
+    raw = bytearray(contrast.read_bytes())
+    raw[-1] ^= 0xFF
+    contrast.write_bytes(bytes(raw))
+    problems = verify_corruption_dataset(tmp_path, NAMES)
+    assert problems == ["contrast.npy: SHA-256 differs from the manifest (file changed or damaged)"]
+    messages = []
+    write(tmp_path, log=messages.append)
+    assert any("gaussian_noise" in m and "skipped" in m for m in messages)
+    assert any("contrast: wrote" in m for m in messages)
+    assert (tmp_path / "gaussian_noise.npy").stat().st_mtime_ns == first_mtime
+    assert sha256(contrast) == good
+    (tmp_path / "gaussian_noise.npy").unlink()
+    assert verify_corruption_dataset(tmp_path, NAMES) == ["gaussian_noise.npy: missing"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(seed=4), "seed: folder has 3, this run 4"),
+    (dict(dataset_name="cifar10"), "dataset: folder has 'synthetic', this run 'cifar10'"),
+    (dict(images=IMAGES[:5], labels=LABELS[:5]), "n_images: folder has 7, this run 5"),
+    (dict(images=255 - IMAGES), "the images differ"),
+    (dict(severities="1,2"), "severities: folder has"),
+])
+def test_folder_from_another_run_is_refused_unless_overwrite(tmp_path, change, message):
+    write(tmp_path)
+    before = {p.name: sha256(p) for p in tmp_path.iterdir()}
+    with pytest.raises(InputError, match=message + ".*--overwrite"):
+        write(tmp_path, **change)
+    assert {p.name: sha256(p) for p in tmp_path.iterdir()} == before  # nothing touched
+    write(tmp_path, corruptions=["contrast"], overwrite=True, **change)
+    assert not (tmp_path / "gaussian_noise.npy").exists()  # the old run's data is gone, not mixed in
+    assert verify_corruption_dataset(tmp_path, ["contrast"], change.get("severities", "all")) == []
+
+
+def test_npy_files_without_manifest_are_refused(tmp_path):
+    np.save(tmp_path / "fog.npy", np.zeros(3))
+    with pytest.raises(InputError, match=r"no manifest.json \(fog.npy\).*--overwrite"):
+        write(tmp_path)
+    assert verify_corruption_dataset(tmp_path, NAMES)[0].endswith("missing (not made by robustgsl corrupt, "
+                                                                   "or interrupted before start)")
+
+
+def test_failure_mid_run_leaves_only_whole_verified_files(tmp_path, monkeypatch):
+    def broken(images, severity, rngs):
+        if severity == 4:
+            raise RuntimeError("simulated crash")
+        return images.copy()
+
+    monkeypatch.setitem(corruptions._registry()[0], "contrast", broken)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        write(tmp_path)
+    assert not (tmp_path / "contrast.npy").exists() and leftovers(tmp_path) == []
+    assert verify_corruption_dataset(tmp_path, ["gaussian_noise"]) == []
+    assert verify_corruption_dataset(tmp_path, NAMES) == ["contrast.npy: not recorded in manifest.json"]
+    monkeypatch.undo()
+    messages = []
+    write(tmp_path, log=messages.append)  # resumes: only contrast is computed
+    assert [m.split(":")[0] for m in messages] == ["gaussian_noise", "contrast"] and "skipped" in messages[0]
+    assert verify_corruption_dataset(tmp_path, NAMES) == []
+
+
+def test_full_disk_leaves_no_partial_file(tmp_path, monkeypatch):
+    write(tmp_path, corruptions=["gaussian_noise"])
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", no_space)
+    with pytest.raises(OSError, match="No space left"):
+        write(tmp_path)
+    monkeypatch.undo()
+    assert not (tmp_path / "contrast.npy").exists() and leftovers(tmp_path) == []
+    assert verify_corruption_dataset(tmp_path, ["gaussian_noise"]) == []
+
+
+def test_killed_worker_leaves_no_partial_file(tmp_path):
+    images = np.random.RandomState(1).randint(0, 256, (400, 32, 32, 3)).astype(np.uint8)
+    outcome = {}
+
+    def run():
+        try:
+            write(tmp_path, images=images, labels=np.zeros(400, int), corruptions=["shot_noise", "gaussian_noise"],
+                  workers=2, chunk_size=20)
+        except Exception as error:  # noqa: BLE001 - the test inspects it
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.time() + 60
+    while not multiprocessing.active_children() and time.time() < deadline:
+        time.sleep(0.01)
+    children = multiprocessing.active_children()
+    assert children, "no worker process started"
+    os.kill(children[0].pid, signal.SIGKILL)
+    thread.join(120)
+    assert not thread.is_alive()
+    assert "worker process died" in str(outcome.get("error")), outcome
+    assert not (tmp_path / "shot_noise.npy").exists() and leftovers(tmp_path) == []
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(InputError, match="unknown corruption 'blurr'"):
+        write(tmp_path, corruptions="blurr")
+    with pytest.raises(InputError, match="got 0"):
+        write(tmp_path, severities=[0, 1])
+    with pytest.raises(InputError, match="labels must be 7 integers"):
+        write(tmp_path, labels=LABELS[:3])
+    with pytest.raises(InputError, match="workers must be a positive integer, got 0"):
+        write(tmp_path, workers=0)
+    with pytest.raises(InputError, match="dtype uint8"):
+        write(tmp_path, images=IMAGES.astype(float))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_default_out_dir():
+    assert str(default_out_dir("cifar10")) == os.path.join("corruptions", "CIFAR-10-C")
+    assert str(default_out_dir("cifar100")) == os.path.join("corruptions", "CIFAR-100-C")
+    assert str(default_out_dir("digits")) == os.path.join("corruptions", "DIGITS-C")
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def cli_main():
+    pytest.importorskip("robustgsl.data", reason="robustgsl.data (load_test_images) not written yet")
+    from robustgsl.cli import main
+
+    return main
+
+
+def test_cli_writes_a_tiny_digits_set_and_a_grid(tmp_path, monkeypatch):
+    main = cli_main()
+    import robustgsl.data
+
+    images, labels = robustgsl.data.load_test_images("digits")
+    monkeypatch.setattr(robustgsl.data, "load_test_images", lambda *a, **k: (images[:6], labels[:6]))
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(main, ["corrupt", "--dataset", "digits", "--corruptions", "contrast,impulse_noise",
+                                  "--workers", "1", "--seed", "2"])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "corruptions" / "DIGITS-C"
+    assert np.load(folder / "impulse_noise.npy").shape == (30, 32, 32, 3)
+    assert "impulse_noise: wrote" in result.output
+    assert verify_corruption_dataset(folder, "contrast,impulse_noise", seed=2, dataset="digits", n_images=6) == []
+    again = runner.invoke(main, ["corrupt", "--dataset", "digits", "--corruptions", "contrast", "--seed", "5"])
+    assert again.exit_code == 2 and "seed: folder has 2, this run 5" in again.output
+    grid = runner.invoke(main, ["corrupt", "--dataset", "digits", "--corruptions", "contrast,pixelate", "--grid",
+                                "--grid-index", "3", "--out", "g"])
+    assert grid.exit_code == 0, grid.output
+    assert (tmp_path / "g" / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--corruptions", "fogg"], "unknown corruption 'fogg'"),
+    (["--severities", "0,1"], "severity must be an integer from 1 to 5, got 0"),
+    (["--dataset", "imagenet"], "--dataset must be cifar10, cifar100 or digits, got 'imagenet'"),
+])
+def test_cli_bad_input_exits_2_with_a_message(tmp_path, monkeypatch, args, message):
+    main = cli_main()
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["corrupt", "--dataset", "digits", *args])
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "corruptions").exists()
