@@ -73,6 +73,11 @@ def barrier(context: DistributedContext) -> None:
         dist.barrier()
 
 
-def shutdown(context: DistributedContext) -> None:
-    if context.enabled and dist.is_initialized():
+def shutdown() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0

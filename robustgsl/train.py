@@ -23,7 +23,7 @@ from robustgsl import runs
 from robustgsl.config import TrainConfig, validate_config
 from robustgsl.data import augment_batch, dataset_info, load_dataset, to_device_images, to_float
 from robustgsl.distributed import (
-    DistributedContext, all_reduce_sum, barrier, gather_labels, gather_with_gradients, init_from_environment,
+    DistributedContext, all_reduce_sum, barrier, is_main_process, gather_labels, gather_with_gradients, init_from_environment,
 )
 from robustgsl.errors import InputError, TrainingError
 from robustgsl.io import write_json_atomic, write_text_atomic
@@ -99,12 +99,31 @@ def validation_error(model, config: TrainConfig, monitor, references, device) ->
     return float((predictions != labels).float().mean())
 
 
-class _Criterion:
+def train_step(model, criterion, optimizer, images: torch.Tensor, labels: torch.Tensor, amp: bool = False,
+               channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on a uint8 batch; returns (loss, misclassified count) as device tensors.
+
+    Nothing here synchronises with the host: the caller sums the results on the device.
+    """
+    inputs = to_float(images)
+    if channels_last:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=amp):
+        outputs = model(inputs)
+    loss = criterion(outputs, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), batch_errors(criterion.loss_name, outputs.detach(), labels)
+
+
+class Criterion:
     """The training loss over a batch, with the GSL graph per rank or over the gathered global batch."""
 
     def __init__(self, config: TrainConfig, context: DistributedContext):
         self.config = config
         self.context = context
+        self.loss_name = config.loss
         self.gsl = GraphSmoothnessLoss(k=config.k, alpha=config.alpha, reduction=config.gsl_reduction) if config.loss == "gsl" else None
 
     def __call__(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -172,6 +191,8 @@ def train(
             checkpoint = runs.load_checkpoint(run_dir / runs.CHECKPOINT_FILE, device_obj)
     elif resume:
         raise InputError(f"cannot resume: run folder {run_dir} does not exist or is empty")
+    # Every rank has looked at the folder before rank 0 starts writing into it.
+    barrier(context)
 
     train_images, train_labels = load_dataset(config.dataset, "train", data_dir=data_dir, download=download)
     (train_images, train_labels), held_out = _split_training_set(train_images, train_labels, config)
@@ -227,7 +248,7 @@ def train(
             model, device_ids=[device_obj.index] if device_obj.type == "cuda" else None
         )
     step_model = _maybe_compile(training_model, config, device_obj, log if context.is_main else None)
-    criterion = _Criterion(config, context)
+    criterion = Criterion(config, context)
 
     images_on_device = to_device_images(train_images, device_obj)
     labels_on_device = torch.from_numpy(train_labels).to(device_obj)
@@ -235,6 +256,8 @@ def train(
     reference_count = min(config.val_reference_size, len(train_labels))
     references = (images_on_device[:reference_count], labels_on_device[:reference_count])
 
+    # bf16 autocast (and channels_last) only on CUDA; on the CPU they would only slow the step down.
+    use_fast_path = config.amp and device_obj.type == "cuda"
     global_batch = config.batch_size * context.world_size
     steps = len(train_labels) // global_batch
     if steps == 0:
@@ -262,18 +285,10 @@ def train(
             images = images_on_device[index]
             if config.augment:
                 images = augment_batch(images, augment_generator, flip=info.flip)
-            images = to_float(images)
-            if config.channels_last and device_obj.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
-            labels = labels_on_device[index]
-            with autocast(device_obj, config.amp):
-                outputs = step_model(images)
-            loss = criterion(outputs, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
-            wrong += batch_errors(config.loss, outputs.detach(), labels)
+            loss, errors = train_step(step_model, criterion, optimizer, images, labels_on_device[index],
+                                      amp=use_fast_path, channels_last=use_fast_path and config.channels_last)
+            loss_sum += loss
+            wrong += errors
         scheduler.step()
         totals = all_reduce_sum(torch.stack([loss_sum, wrong.to(loss_sum.dtype)]), context)
         epoch_loss = float(totals[0]) / (steps * context.world_size)
@@ -356,6 +371,6 @@ def train_both(
     out_dir = Path(out_dir)
     paths = [train(configs[name], out_dir / name, **train_kwargs) for name in ("ce", "gsl")]
     marker_root = Path(runs_root) if runs_root is not None else out_dir.parent
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         write_text_atomic(marker_root / runs.LAST_PAIR_FILE, str(out_dir.resolve()) + "\n")
     return paths

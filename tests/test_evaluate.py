@@ -1,0 +1,191 @@
+"""End-to-end evaluation on tiny digits models and a tiny generated corruption folder."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from robustgsl import runs
+from robustgsl.cli import main
+from robustgsl.config import make_config
+from robustgsl.data import load_dataset
+from robustgsl.evaluate import evaluate
+from robustgsl.train import train_both
+
+CORRUPTIONS = ["gaussian_noise", "contrast"]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    configs = {loss: make_config(loss, "demo", width=0.0625, epochs=2) for loss in ("ce", "gsl")}
+    train_both(configs, root / "pair", runs_root=root, device="cpu", quiet=True)
+    return root / "pair"
+
+
+@pytest.fixture(scope="module")
+def evaluation(pair, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("eval")
+    corruption_dir = workdir / "DIGITS-C"
+    out = evaluate([pair / "ce", pair / "gsl"], out_dir=workdir / "report", corruptions=",".join(CORRUPTIONS),
+                   svc_train_size=300, n_bootstrap=200, device="cpu", workers=1, report=False, quiet=True,
+                   corruption_dir=_generate(corruption_dir))
+    return out, corruption_dir
+
+
+def _generate(folder):
+    from robustgsl.corruptions.dataset import write_corruption_dataset
+
+    images, labels = load_dataset("digits", "test")
+    write_corruption_dataset(images, labels, folder, corruptions=CORRUPTIONS, seed=0, workers=1,
+                             dataset_name="digits", quiet=True)
+    return folder
+
+
+def test_errors_csv_holds_every_row(evaluation):
+    out, _ = evaluation
+    errors = pd.read_csv(out / "errors.csv")
+    assert list(errors.columns) == ["model", "head", "corruption", "severity", "error"]
+    rows = set(zip(errors["model"], errors["head"]))
+    assert rows == {("ce", "argmax"), ("ce", "1nn"), ("ce", "10nn"), ("ce", "svc"),
+                    ("gsl", "1nn"), ("gsl", "10nn"), ("gsl", "svc")}
+    assert len(errors) == len(rows) * (1 + len(CORRUPTIONS) * 5)
+    clean = errors[errors["corruption"] == "clean"]
+    assert (clean["severity"] == 0).all() and len(clean) == len(rows)
+
+
+def test_errors_match_a_direct_computation(evaluation, pair):
+    out, corruption_dir = evaluation
+    errors = pd.read_csv(out / "errors.csv").set_index(["model", "head", "corruption", "severity"])["error"]
+    model, _ = runs.load_model(pair / "ce")
+    images, labels = load_dataset("digits", "test")
+    with torch.no_grad():
+        clean = model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255).argmax(1).numpy()
+        contrast = np.load(corruption_dir / "contrast.npy")[3 * len(labels):4 * len(labels)]
+        corrupted = model(torch.from_numpy(contrast).permute(0, 3, 1, 2).float() / 255).argmax(1).numpy()
+    assert errors[("ce", "argmax", "clean", 0)] == pytest.approx((clean != labels).mean())
+    assert errors[("ce", "argmax", "contrast", 4)] == pytest.approx((corrupted != labels).mean())
+
+
+def test_summary_follows_the_definitions(evaluation):
+    out, _ = evaluation
+    errors = pd.read_csv(out / "errors.csv")
+    summary = pd.read_csv(out / "summary.csv").set_index(["model", "head"])
+    table = {(r.model, r.head, r.corruption, r.severity): r.error for r in errors.itertuples()}
+    for (model, head), row in summary.iterrows():
+        ce_values, relative_values = [], []
+        for corruption in CORRUPTIONS:
+            model_sum = sum(table[(model, head, corruption, s)] for s in range(1, 6))
+            base_sum = sum(table[("ce", "argmax", corruption, s)] for s in range(1, 6))
+            ce_values.append(model_sum / base_sum)
+            model_rel = sum(table[(model, head, corruption, s)] - table[(model, head, "clean", 0)] for s in range(1, 6))
+            base_rel = sum(table[("ce", "argmax", corruption, s)] - table[("ce", "argmax", "clean", 0)]
+                           for s in range(1, 6))
+            relative_values.append(model_rel / base_rel)
+        assert row["baseline"] == "ce/argmax"
+        assert row["mce"] == pytest.approx(100 * np.mean(ce_values))
+        assert row["relative_mce"] == pytest.approx(100 * np.mean(relative_values))
+        assert row["clean_error_low"] <= row["clean_error"] <= row["clean_error_high"]
+    assert summary.loc[("ce", "argmax"), "mce"] == pytest.approx(100)
+
+
+def test_side_files_for_the_report(evaluation):
+    out, _ = evaluation
+    meta = json.loads((out / "evaluation.json").read_text())
+    assert meta["baseline"] == "ce/argmax" and meta["corruption_source"]["kind"] == "generated"
+    assert meta["corruptions"] == CORRUPTIONS and meta["svc_train_size"] == 300
+    embeddings = np.load(out / "embeddings.npz")
+    assert embeddings["gsl__clean"].shape == embeddings["gsl__corrupted"].shape == (540, 10)
+    examples = np.load(out / "example_images.npz")
+    assert examples["corrupted"].shape == (len(CORRUPTIONS), 5, 32, 32, 3)
+    wide = pd.read_csv(out / "robustbench.csv", header=[0, 1], index_col=0)
+    errors = pd.read_csv(out / "errors.csv").set_index(["model", "head", "corruption", "severity"])["error"]
+    assert wide.loc["gsl/1nn", ("contrast", "5")] == pytest.approx(1 - errors[("gsl", "1nn", "contrast", 5)])
+
+
+def test_released_layout_folder_is_accepted(evaluation, pair, tmp_path):
+    _, corruption_dir = evaluation
+    released = tmp_path / "CIFAR-10-C-like"
+    released.mkdir()
+    for name in CORRUPTIONS + ["labels"]:
+        shutil.copy(corruption_dir / f"{name}.npy", released / f"{name}.npy")
+    out = evaluate([pair / "ce"], out_dir=tmp_path / "out", corruption_dir=released, corruptions="contrast",
+                   heads=["argmax"], n_bootstrap=20, device="cpu", report=False, quiet=True)
+    meta = json.loads((out / "evaluation.json").read_text())
+    assert meta["corruption_source"]["kind"] == "released"
+    first = pd.read_csv(evaluation[0] / "errors.csv")
+    second = pd.read_csv(out / "errors.csv")
+    key = ["model", "head", "corruption", "severity"]
+    merged = second.merge(first, on=key, suffixes=("", "_first"))
+    np.testing.assert_allclose(merged["error"], merged["error_first"])
+
+
+def _invoke(args):
+    return CliRunner().invoke(main, ["evaluate", *map(str, args), "--device", "cpu", "--quiet", "--no-report"])
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda d: (d / "contrast.npy").unlink(), "contrast.npy: missing"),
+    (lambda d: np.save(d / "contrast.npy", np.zeros((10, 32, 32, 3), np.uint8)), "expected uint8"),
+    (lambda d: np.save(d / "labels.npy", (np.load(d / "labels.npy") + 1) % 10), "labels disagree"),
+])
+def test_bad_corruption_folders(evaluation, pair, tmp_path, mutate, needle):
+    _, corruption_dir = evaluation
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in CORRUPTIONS + ["labels"]:
+        shutil.copy(corruption_dir / f"{name}.npy", broken / f"{name}.npy")
+    mutate(broken)
+    result = _invoke([pair / "ce", "--corruption-dir", broken, "--corruptions", ",".join(CORRUPTIONS),
+                      "--out", tmp_path / "out"])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+    assert not (tmp_path / "out" / "errors.csv").exists()
+
+
+def test_tampered_generated_folder_is_refused(evaluation, pair, tmp_path):
+    _, corruption_dir = evaluation
+    copy = tmp_path / "copy"
+    shutil.copytree(corruption_dir, copy)
+    data = np.load(copy / "contrast.npy")
+    data[0, 0, 0, 0] ^= 1
+    np.save(copy / "contrast.npy", data)
+    result = _invoke([pair / "ce", "--corruption-dir", copy, "--corruptions", "contrast", "--out", tmp_path / "o"])
+    assert result.exit_code == 2 and "SHA-256" in result.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--corruptions", "rain"], "rain"),
+    (["--severities", "6"], "6"),
+    (["--baseline", "gsl/argmax"], "gsl/argmax"),
+    (["--heads", "3nn"], "3nn"),
+])
+def test_bad_options(pair, evaluation, tmp_path, args, needle):
+    _, corruption_dir = evaluation
+    result = _invoke([pair / "ce", pair / "gsl", "--corruption-dir", corruption_dir, "--out", tmp_path / "o", *args])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+    assert not (tmp_path / "o" / "errors.csv").exists()
+
+
+def test_unfinished_run_is_refused(pair, tmp_path):
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(pair / "gsl", unfinished)
+    (unfinished / "model.safetensors").unlink()
+    result = _invoke([unfinished, "--out", tmp_path / "o"])
+    assert result.exit_code == 2 and "no finished model" in result.output
+
+
+def test_corruption_folder_of_another_data_set_is_refused(pair, evaluation, tmp_path):
+    _, corruption_dir = evaluation
+    copy = tmp_path / "other"
+    shutil.copytree(corruption_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["dataset"] = "cifar10"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    result = _invoke([pair / "ce", "--corruption-dir", copy, "--corruptions", "contrast", "--out", tmp_path / "o"])
+    assert result.exit_code == 2 and "dataset" in result.output

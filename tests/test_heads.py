@@ -1,0 +1,218 @@
+"""Heads against scikit-learn (and a plain brute force): k-NN incl. exact ties and vote ties, fast SVC."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from sklearn.neighbors import KNeighborsClassifier
+from threadpoolctl import threadpool_limits
+
+from robustgsl.errors import InputError
+from robustgsl.heads import (DEFAULT_SVC_TRAIN_SIZE, HEADS, KnnIndex, fit_svc, knn_predict, make_head,
+                             stratified_subset, svc_predict, validate_head_name)
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def sklearn_knn(reference, labels, queries, k):
+    return KNeighborsClassifier(n_neighbors=k, algorithm="brute").fit(reference, labels).predict(queries)
+
+
+def mixture(rng, n, d, num_classes, spread=1.0):
+    means = 2.0 * rng.standard_normal((num_classes, d))
+    labels = rng.integers(0, num_classes, n)
+    return (means[labels] + spread * rng.standard_normal((n, d))).astype(np.float32), labels
+
+
+# ----------------------------------------------------------------------------------------------- k-NN
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("d", [3, 64])
+@pytest.mark.parametrize("k", [1, 10])
+def test_knn_matches_sklearn_on_random_embeddings(device, d, k):
+    rng = np.random.default_rng(d * 100 + k)
+    reference, labels = mixture(rng, 1500, d, 10)
+    queries, _ = mixture(rng, 400, d, 10)
+    # A small memory bound forces many query chunks and several blocks per chunk.
+    predicted = knn_predict(reference, labels, queries, k, 10, device=device, memory_bytes=200_000)
+    np.testing.assert_array_equal(predicted, sklearn_knn(reference, labels, queries, k))
+
+
+def test_knn_matches_plain_brute_force():
+    rng = np.random.default_rng(5)
+    reference, labels = mixture(rng, 300, 6, 4)
+    queries, _ = mixture(rng, 50, 6, 4)
+    k, expected = 5, []
+    for x in queries.astype(np.float64):
+        distances = [float(np.sum((y - x) ** 2)) for y in reference.astype(np.float64)]
+        nearest = sorted(range(len(reference)), key=lambda j: (distances[j], j))[:k]
+        votes = [sum(labels[j] == c for j in nearest) for c in range(4)]
+        expected.append(votes.index(max(votes)))  # first maximum: lowest class
+    np.testing.assert_array_equal(knn_predict(reference, labels, queries, k, 4), expected)
+
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+@pytest.mark.parametrize("n_reference, n_queries, threads", [
+    (700, 25, None),   # few queries: scikit-learn's per-thread heaps over chunks of 256 references, merged
+    (700, 25, 1),      # the same with one OpenMP thread
+    (150, 400, None),  # more queries than references: one heap per query, references in index order
+])
+def test_knn_exact_distance_ties_as_sklearn(k, n_reference, n_queries, threads):
+    """Small-integer lattice: many references at exactly the same distance, with different labels."""
+    rng = np.random.default_rng(k * 1000 + n_reference + (threads or 0))
+    reference = rng.integers(-3, 4, (n_reference, 3)).astype(np.float32)
+    labels = rng.integers(0, 4, n_reference)
+    queries = rng.integers(-6, 7, (n_queries, 3)).astype(np.float32) / 2
+    with threadpool_limits(limits=threads, user_api="openmp"):
+        expected = sklearn_knn(reference, labels, queries, k)
+        index = KnnIndex(reference, labels, 4)
+        predicted = index.predict(queries, k)
+    assert index.tied_queries > 0  # the tie path was exercised
+    np.testing.assert_array_equal(predicted, expected)
+
+
+def test_knn_duplicated_references_with_different_labels():
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((200, 16)).astype(np.float32)
+    reference = np.concatenate([base, base, base[:50]])
+    labels = rng.integers(0, 5, len(reference))
+    queries = rng.standard_normal((100, 16)).astype(np.float32)
+    for k in (1, 2, 10):
+        np.testing.assert_array_equal(knn_predict(reference, labels, queries, k, 5),
+                                      sklearn_knn(reference, labels, queries, k))
+
+
+def test_knn_near_ties_beyond_float32_and_shells_of_equal_distance():
+    rng = np.random.default_rng(0)
+    d, eps = 8, 2.0**-20
+    # 200 references whose squared distances to the origin differ by ~2e-6: below float32 resolution here.
+    close = np.zeros((200, d))
+    close[:, 0], close[:, 1] = 1, 1 + eps * rng.permutation(200)
+    far = rng.integers(-6, -2, (200, d)).astype(float)
+    # 112 references at exactly squared distance 2 from the origin.
+    shell = []
+    for i, j in itertools.combinations(range(d), 2):
+        for si, sj in itertools.product((-1, 1), repeat=2):
+            v = np.zeros(d)
+            v[i], v[j] = si, sj
+            shell.append(v)
+    queries = np.zeros((4, d), np.float32)
+    queries[1:, 2] = np.arange(1, 4) * eps
+    for reference in (np.concatenate([close, far]), np.concatenate([rng.permutation(np.array(shell)), far])):
+        reference = reference.astype(np.float32)
+        labels = rng.integers(0, 3, len(reference))
+        for k in (1, 10):
+            index = KnnIndex(reference, labels, 3)
+            np.testing.assert_array_equal(index.predict(queries, k), sklearn_knn(reference, labels, queries, k))
+            assert index.uncertified_queries > 0  # float32 could not decide: the full exact path ran
+
+
+def test_knn_vote_tie_goes_to_lowest_class():
+    # 1-D references at distances 1, 2, 3, 4 from the query with labels 2, 1, 2, 1: k=4 votes 2-2.
+    reference = np.array([[1.0], [2.0], [3.0], [4.0], [10.0]], dtype=np.float32)
+    labels = np.array([2, 1, 2, 1, 0])
+    queries = np.zeros((1, 1), np.float32)
+    assert knn_predict(reference, labels, queries, 4, 3)[0] == 1
+    assert knn_predict(reference, labels, queries, 2, 3)[0] == 1  # labels 2 and 1: tie -> 1
+    assert knn_predict(reference, labels, queries, 3, 3)[0] == 2  # 2 votes to 1
+    for k in (2, 3, 4):
+        assert knn_predict(reference, labels, queries, k, 3)[0] == sklearn_knn(reference, labels, queries, k)[0]
+
+
+def test_knn_score_matrix_stays_under_the_memory_bound():
+    rng = np.random.default_rng(1)
+    reference, labels = mixture(rng, 5000, 4, 3)
+    queries, _ = mixture(rng, 300, 4, 3)
+    index = KnnIndex(reference, labels, 3, memory_bytes=1_000_000)
+    predicted = index.predict(queries, 10)
+    assert index._scores.numel() * 4 <= 1_000_000
+    assert index._scores.shape[0] < 300  # several chunks
+    np.testing.assert_array_equal(predicted, sklearn_knn(reference, labels, queries, 10))
+    np.testing.assert_array_equal(index.predict(queries, 10, chunk_size=7), predicted)
+
+
+def test_knn_bad_input():
+    reference = np.zeros((5, 2), np.float32)
+    with pytest.raises(InputError, match="k must be between 1 and"):
+        knn_predict(reference, np.zeros(5, int), reference, 6, 2)
+    with pytest.raises(InputError, match="must lie in 0..1"):
+        knn_predict(reference, np.array([0, 1, 2, 0, 1]), reference, 1, 2)
+    with pytest.raises(InputError, match="dimension 3"):
+        knn_predict(reference, np.zeros(5, int), np.zeros((2, 3)), 1, 2)
+    with pytest.raises(InputError, match="NaN"):
+        knn_predict(reference, np.zeros(5, int), np.full((1, 2), np.nan), 1, 2)
+
+
+# ------------------------------------------------------------------------------------------------ SVC
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("num_classes, d, n_train, train_size, gamma", [
+    (10, 10, 1500, None, "scale"),
+    (2, 5, 400, None, "scale"),
+    (3, 8, 900, 300, 0.3),
+    (10, 16, 2000, 700, "scale"),
+])
+def test_svc_predict_matches_sklearn(device, num_classes, d, n_train, train_size, gamma):
+    rng = np.random.default_rng(num_classes * 7 + d)
+    train, labels = mixture(rng, n_train, d, num_classes, spread=1.5)
+    queries, _ = mixture(rng, 3000, d, num_classes, spread=2.0)
+    svc = fit_svc(train, labels, train_size=train_size, seed=1, gamma=gamma)
+    assert svc.support_vectors_.shape[0] <= (train_size or n_train)
+    np.testing.assert_array_equal(svc_predict(svc, queries, device=device, chunk_size=512),
+                                  svc.predict(queries))
+
+
+def test_svc_predict_with_non_contiguous_labels_and_points_on_the_boundary():
+    rng = np.random.default_rng(11)
+    half = rng.standard_normal((150, 2)) + [2.0, 0.0]
+    train = np.concatenate([half, half * [-1.0, 1.0]]).astype(np.float32)  # mirror images: boundary x = 0
+    labels = np.repeat([7, 3], 150)
+    svc = fit_svc(train, labels)
+    queries = np.concatenate([rng.standard_normal((500, 2)),
+                              np.c_[np.zeros(50), rng.standard_normal(50)]]).astype(np.float32)
+    predicted = svc_predict(svc, queries)
+    np.testing.assert_array_equal(predicted, svc.predict(queries))
+    assert set(np.unique(predicted)) <= {3, 7}
+
+
+def test_stratified_subset_is_seeded_sorted_and_stratified():
+    labels = np.repeat(np.arange(4), [100, 200, 300, 400])
+    subset = stratified_subset(labels, 100, seed=0)
+    assert len(subset) == 100 and np.all(np.diff(subset) > 0)
+    np.testing.assert_array_equal(np.bincount(labels[subset]), [10, 20, 30, 40])
+    np.testing.assert_array_equal(subset, stratified_subset(labels, 100, seed=0))
+    assert not np.array_equal(subset, stratified_subset(labels, 100, seed=1))
+    np.testing.assert_array_equal(stratified_subset(labels, None), np.arange(1000))
+    with pytest.raises(InputError, match="smaller than the number of classes"):
+        stratified_subset(labels, 3)
+
+
+# ---------------------------------------------------------------------------------------------- heads
+
+
+def test_head_names_and_objects():
+    assert HEADS == ("argmax", "1nn", "10nn", "svc")
+    assert DEFAULT_SVC_TRAIN_SIZE > 0
+    with pytest.raises(InputError, match="argmax, 1nn, 10nn, svc"):
+        validate_head_name("5nn")
+    rng = np.random.default_rng(2)
+    reference, labels = mixture(rng, 400, 5, 3)
+    queries, _ = mixture(rng, 100, 5, 3)
+    for name in ("1nn", "10nn"):
+        head = make_head(name, 3).fit(reference, labels)
+        np.testing.assert_array_equal(head.predict(queries), sklearn_knn(reference, labels, queries, int(name[:-2])))
+    head = make_head("svc", 3, svc_train_size=200, seed=4).fit(reference, labels)
+    assert len(head.svc.support_) <= 200
+    np.testing.assert_array_equal(head.predict(queries), head.svc.predict(queries))
+
+
+def test_argmax_head_reads_logits_and_breaks_ties_low():
+    head = make_head("argmax", 3).fit(None, None)
+    logits = np.array([[0.1, 0.9, 0.2], [1.0, 1.0, 0.0], [0.0, 2.0, 2.0]])
+    np.testing.assert_array_equal(head.predict(logits), [1, 0, 1])
+    np.testing.assert_array_equal(head.predict(torch.tensor(logits)), [1, 0, 1])
+    with pytest.raises(InputError, match="logits"):
+        head.predict(np.zeros((2, 5)))
