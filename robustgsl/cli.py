@@ -89,7 +89,7 @@ _TRAIN_OPTIONS = [
     click.option("--augment/--no-augment", default=None),
     click.option("--amp/--no-amp", default=None, help="bf16 autocast on CUDA [on]."),
     click.option("--channels-last/--no-channels-last", default=None, help="channels_last on CUDA [on]."),
-    click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the model [off]."),
+    click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the model [on for CUDA, off on the CPU; falls back to eager with a message]."),
     click.option("--graph", default=None,
                  help="Under torchrun: GSL graph per rank (local) or over the gathered global batch (global)."),
     click.option("--sync-batchnorm/--no-sync-batchnorm", default=None, help="SyncBatchNorm under torchrun [off]."),

@@ -57,7 +57,8 @@ class TrainConfig:
     # Faster execution on CUDA: bf16 autocast, channels_last, torch.compile (none change the recipe).
     amp: bool = True
     channels_last: bool = True
-    compile: bool = False
+    # None: on for CUDA (falls back to eager with a message if compilation fails), off on the CPU.
+    compile: bool | None = None
     # Distributed (torchrun): one graph per rank ("local") or one over the gathered global batch.
     graph: str = "local"
     sync_batchnorm: bool = False

@@ -9,6 +9,7 @@ images. Tables are written atomically at the end, so an interrupted evaluation l
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +88,7 @@ def infer(model, images: np.ndarray, device: torch.device, batch_size: int | Non
 
 def _reference_embeddings(item: EvaluatedModel, images: np.ndarray, device, quiet: bool, log: Log) -> np.ndarray:
     """Training-set embeddings, cached in the run folder under the weights' hash."""
-    cache = item.run_dir / "cache" / f"train_embeddings_{item.weights_sha256[:16]}.npy"
+    cache = item.run_dir / "cache" / item.weights_sha256[:16] / "train_embeddings.npy"
     if cache.is_file():
         cached = np.load(cache)
         if cached.shape[0] == len(images):
@@ -96,6 +97,35 @@ def _reference_embeddings(item: EvaluatedModel, images: np.ndarray, device, quie
     save_npy_atomic(cache, embeddings)
     log(f"[{item.name}] cached training embeddings in {cache}")
     return embeddings
+
+
+# Outputs and embeddings of the clean and corrupted test sets are cached per checkpoint when the
+# embedding is this small (GSL: d = classes); the 512-d CE features would take 1.5 GB per model.
+CACHE_MAX_DIM = 64
+
+
+def _file_digests(folder: Path, names: Sequence[str], manifest: dict | None) -> dict[str, str]:
+    """A short content digest per corruption file: from the manifest, else hashed once here."""
+    digests = {}
+    for name in names:
+        entry = (manifest or {}).get("files", {}).get(f"{name}.npy")
+        digests[name] = (entry["sha256"] if entry else sha256_file(folder / f"{name}.npy"))[:16]
+    return digests
+
+
+def _cached_infer(item: EvaluatedModel, images: np.ndarray, key: str, device, quiet: bool, desc: str):
+    """``infer``, remembered in <run>/cache/<weights hash>/<key>.npz when the embedding is small."""
+    path = item.run_dir / "cache" / item.weights_sha256[:16] / f"{key}.npz"
+    if path.is_file():
+        with np.load(path) as cached:
+            if cached["outputs"].shape[0] == len(images):
+                return cached["outputs"], cached["embeddings"]
+    outputs, embeddings = infer(item.model, images, device, quiet=quiet, desc=desc)
+    if embeddings.shape[1] <= CACHE_MAX_DIM:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, outputs=outputs, embeddings=embeddings)
+    return outputs, embeddings
 
 
 def _check_released_folder(folder: Path, names: Sequence[str], n_test: int, test_labels: np.ndarray,
@@ -221,6 +251,8 @@ def evaluate(
     source = prepare_corruptions(dataset, test_images, test_labels, num_classes, corruption_dir, names, seed,
                                  workers, quiet, log)
     folder = Path(source["path"])
+    test_digest = hashlib.sha256(np.ascontiguousarray(test_images).data).hexdigest()[:16]
+    file_digests = _file_digests(folder, names, source["manifest"])
     n_test = len(test_labels)
     rows = [(CLEAN, 0)] + [(name, s) for name in names for s in severities]
     wrong = {}
@@ -243,7 +275,8 @@ def evaluate(
             item.fitted[head_name] = head
         per_head = {h: np.zeros((len(rows), n_test), dtype=bool) for h in item.heads}
 
-        outputs, embeddings = infer(item.model, test_images, device_obj, quiet=quiet, desc=f"{item.name} clean")
+        outputs, embeddings = _cached_infer(item, test_images, f"clean-{test_digest}", device_obj, quiet,
+                                            f"{item.name} clean")
         _classify(item, outputs, embeddings, test_labels, per_head, 0)
         embedding_arrays[f"{item.name}__clean"] = embeddings[sample]
         log(f"[{item.name}] clean: " + _error_line(per_head, [0]))
@@ -252,8 +285,8 @@ def evaluate(
             row_index = [rows.index((name, s)) for s in severities]
             for severity, row in zip(severities, row_index):
                 block = data[(severity - 1) * n_test: severity * n_test]
-                outputs, embeddings = infer(item.model, block, device_obj, quiet=quiet,
-                                            desc=f"{item.name} {name} s{severity}")
+                outputs, embeddings = _cached_infer(item, block, f"{name}-s{severity}-{file_digests[name]}",
+                                                    device_obj, quiet, f"{item.name} {name} s{severity}")
                 _classify(item, outputs, embeddings, test_labels, per_head, row)
                 if name == embedding_corruption and severity == max(severities):
                     embedding_arrays[f"{item.name}__corrupted"] = embeddings[sample]

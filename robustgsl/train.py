@@ -247,7 +247,9 @@ def train(
         training_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device_obj.index] if device_obj.type == "cuda" else None
         )
-    step_model = _maybe_compile(training_model, config, device_obj, log if context.is_main else None)
+    use_compile = config.compile if config.compile is not None else device_obj.type == "cuda"
+    step_model = _maybe_compile(training_model, use_compile, log if context.is_main else None)
+    compiled_unproven = step_model is not training_model
     criterion = Criterion(config, context)
 
     images_on_device = to_device_images(train_images, device_obj)
@@ -285,8 +287,20 @@ def train(
             images = images_on_device[index]
             if config.augment:
                 images = augment_batch(images, augment_generator, flip=info.flip)
-            loss, errors = train_step(step_model, criterion, optimizer, images, labels_on_device[index],
-                                      amp=use_fast_path, channels_last=use_fast_path and config.channels_last)
+            step_arguments = (criterion, optimizer, images, labels_on_device[index])
+            step_options = dict(amp=use_fast_path, channels_last=use_fast_path and config.channels_last)
+            if compiled_unproven:
+                # torch.compile compiles at the first call: a failure there falls back to eager mode.
+                try:
+                    loss, errors = train_step(step_model, *step_arguments, **step_options)
+                except Exception as error:  # noqa: BLE001 - any compiler failure means "run eagerly"
+                    if context.is_main:
+                        log(f"torch.compile failed ({type(error).__name__}: {str(error)[:200]}); running eagerly")
+                    step_model = training_model
+                    loss, errors = train_step(step_model, *step_arguments, **step_options)
+                compiled_unproven = False
+            else:
+                loss, errors = train_step(step_model, *step_arguments, **step_options)
             loss_sum += loss
             wrong += errors
         scheduler.step()
@@ -350,8 +364,8 @@ def _save_checkpoint(run_dir, epoch, model, optimizer, scheduler):
         torch.save(state, tmp)
 
 
-def _maybe_compile(model, config: TrainConfig, device: torch.device, log: Log | None):
-    if not config.compile:
+def _maybe_compile(model, enabled: bool, log: Log | None):
+    if not enabled:
         return model
     try:
         return torch.compile(model)

@@ -61,7 +61,7 @@ def _run_ranks(tmp_path, graph):
 def _single_process_gradients(images, labels):
     torch.manual_seed(0)
     model = TinyEmbedder()
-    loss = GraphSmoothnessLoss(k=3)(model(images), labels)
+    loss = GraphSmoothnessLoss(k=3, reduction="mean")(model(images), labels)  # the training default
     loss.backward()
     return loss.detach(), {n: p.grad for n, p in model.named_parameters()}
 

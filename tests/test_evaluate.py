@@ -189,3 +189,15 @@ def test_corruption_folder_of_another_data_set_is_refused(pair, evaluation, tmp_
     (copy / "manifest.json").write_text(json.dumps(manifest))
     result = _invoke([pair / "ce", "--corruption-dir", copy, "--corruptions", "contrast", "--out", tmp_path / "o"])
     assert result.exit_code == 2 and "dataset" in result.output
+
+
+def test_second_evaluation_reuses_the_cache_and_gives_the_same_numbers(evaluation, pair, tmp_path):
+    out, corruption_dir = evaluation
+    digest_folders = list((pair / "gsl" / "cache").iterdir())
+    assert len(digest_folders) == 1  # one checkpoint, one cache folder named by its weights' hash
+    cached = sorted(p.name for p in digest_folders[0].iterdir())
+    assert "train_embeddings.npy" in cached and any(name.startswith("contrast-s5-") for name in cached)
+    again = evaluate([pair / "ce", pair / "gsl"], out_dir=tmp_path / "again", corruptions=",".join(CORRUPTIONS),
+                     svc_train_size=300, n_bootstrap=200, device="cpu", report=False, quiet=True,
+                     corruption_dir=corruption_dir)
+    assert (again / "errors.csv").read_bytes() == (out / "errors.csv").read_bytes()

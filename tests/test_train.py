@@ -93,3 +93,16 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert checkpoint["epoch"] == 1
     torch.testing.assert_close(checkpoint["model"]["linear.weight"], good["linear.weight"])
     assert [m["epoch"] for m in runs.read_metrics(run)] == [1]
+
+
+def test_compile_failure_falls_back_to_eager_with_a_message(tmp_path, monkeypatch):
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", lambda model: Broken())
+    messages = []
+    config = make_config("ce", "demo", width=0.0625, epochs=1, compile=True)
+    run = train(config, tmp_path / "run", device="cpu", log=messages.append)
+    assert any("torch.compile failed" in m and "no compiler here" in m for m in messages)
+    assert (run / "model.safetensors").is_file()

@@ -262,6 +262,17 @@ def _comparability(evaluation: Evaluation) -> list[str]:
             f"The SVC head was fit on a subset of {size} training embeddings, not on the whole training set."
             if size else "The SVC head was fit on the whole training set."
         )
+    summary = evaluation.summary
+    n_corruptions = len(meta.get("corruptions") or [])
+    if summary is not None and n_corruptions:
+        for column, label in (("mce_corruptions", "MCE"), ("relative_mce_corruptions", "relative MCE")):
+            if column in summary and (summary[column] < n_corruptions).any():
+                averaged = int(summary[column].min())
+                notes.append(
+                    f"The baseline's error did not change under some corruptions, so their {label} ratio is "
+                    f"undefined and was left out: {label} here averages {averaged} of {n_corruptions} "
+                    "corruptions (more test images or another baseline avoid this)."
+                )
     notes.append(
         "The paper's GSL row is the 10-NN head on the GSL embedding; compare it with this report's "
         "gsl/10nn row (or whichever GSL run uses that head)."
