@@ -157,8 +157,10 @@ def train(loss: str, out: str | None, **options) -> None:
     run_dir = out or _default_run_dir(options, loss)
     from robustgsl.distributed import is_main_process, shutdown
 
-    train_run(config, run_dir, **_train_kwargs(options))
-    shutdown()
+    try:
+        train_run(config, run_dir, **_train_kwargs(options))
+    finally:
+        shutdown()
     if not options["quiet"] and is_main_process():
         _echo(f"run folder: {run_dir}")
 
@@ -174,8 +176,10 @@ def train_both(out: str | None, **options) -> None:
     out_dir = out or _default_run_dir(options, None)
     from robustgsl.distributed import is_main_process, shutdown
 
-    paths = train_pair(configs, out_dir, runs_root="runs", **_train_kwargs(options))
-    shutdown()
+    try:
+        paths = train_pair(configs, out_dir, runs_root="runs", **_train_kwargs(options))
+    finally:
+        shutdown()
     if not options["quiet"] and is_main_process():
         _echo("run folders: " + ", ".join(str(p) for p in paths))
 
@@ -196,8 +200,9 @@ def train_both(out: str | None, **options) -> None:
               help="Stratified, seeded subset of training embeddings the SVC is fitted on [10000; 0 = all].")
 @click.option("--bootstrap", "n_bootstrap", default=1000, show_default=True, type=int,
               help="Paired-bootstrap resamples for the 95 % intervals.")
-@click.option("--seed", default=0, show_default=True, type=int,
-              help="Seed of the bootstrap, the SVC subset and generated corruptions.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the bootstrap and the SVC subset.")
+@click.option("--corruption-seed", default=0, show_default=True, type=int,
+              help="Seed of the corruption data generated when the folder is missing or incomplete.")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False))
 @click.option("--download/--no-download", default=True, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda or cuda:N [cuda when available].")
@@ -206,7 +211,7 @@ def train_both(out: str | None, **options) -> None:
 @click.option("--no-report", is_flag=True, help="Write the tables only.")
 @click.option("--quiet", is_flag=True)
 def evaluate(run_dirs, out, corruption_dir, corruptions, severities, heads, baseline, svc_train_size, n_bootstrap,
-             seed, data_dir, download, device, workers, grid_image, no_report, quiet) -> None:
+             seed, corruption_seed, data_dir, download, device, workers, grid_image, no_report, quiet) -> None:
     """Clean error, MCE and relative MCE of trained runs [default: the last train-both pair]."""
     from robustgsl.evaluate import evaluate as run_evaluation
     from robustgsl.heads import DEFAULT_SVC_TRAIN_SIZE
@@ -216,7 +221,8 @@ def evaluate(run_dirs, out, corruption_dir, corruptions, severities, heads, base
     out_dir = run_evaluation(
         list(run_dirs) or None, out_dir=out, corruption_dir=corruption_dir, corruptions=corruptions,
         severities=severities, heads=heads.split(",") if heads else None, baseline=baseline,
-        svc_train_size=svc_train_size or None, n_bootstrap=n_bootstrap, seed=seed, data_dir=data_dir,
+        svc_train_size=svc_train_size or None, n_bootstrap=n_bootstrap, seed=seed,
+        corruption_seed=corruption_seed, data_dir=data_dir,
         download=download, device=device, workers=workers, grid_image_index=grid_image, report=not no_report,
         quiet=quiet, log=None if quiet else _echo,
     )

@@ -118,6 +118,12 @@ def validate_config(config: TrainConfig) -> None:
     check(config.epochs >= 1, f"epochs must be >= 1, got {config.epochs}")
     check(config.batch_size >= 2, f"batch size must be >= 2, got {config.batch_size}")
     check(config.lr > 0, f"learning rate must be > 0, got {config.lr}")
+    check(config.momentum >= 0, f"momentum must be >= 0, got {config.momentum}")
+    check(not (config.optimizer == "sgd" and config.nesterov and config.momentum == 0),
+          "Nesterov momentum needs --momentum > 0 (or pass --no-nesterov)")
+    check(config.seed >= 0, f"seed must be >= 0, got {config.seed}")
+    check(config.monitor_size >= 1, f"monitor size must be >= 1, got {config.monitor_size}")
+    check(config.val_reference_size >= 1, f"validation reference size must be >= 1, got {config.val_reference_size}")
     check(config.weight_decay >= 0, f"weight decay must be >= 0, got {config.weight_decay}")
     check(0 < config.gamma <= 1, f"gamma must be in (0, 1], got {config.gamma}")
     check(all(m >= 1 for m in config.milestones), f"milestones must be epochs >= 1, got {config.milestones}")

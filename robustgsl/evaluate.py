@@ -79,7 +79,9 @@ def infer(model, images: np.ndarray, device: torch.device, batch_size: int | Non
         if channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with autocast(device, True):
-            out, features = model.forward_with_features(batch)
+            features = model.features(batch)
+        # The head in float32: bf16 logits can tie two close classes and change an argmax.
+        out = model.head(features.float())
         embedding = features if model.normalization is None else out
         outputs.append(out.float().cpu().numpy())
         embeddings.append(embedding.float().cpu().numpy())
@@ -88,7 +90,7 @@ def infer(model, images: np.ndarray, device: torch.device, batch_size: int | Non
 
 def _reference_embeddings(item: EvaluatedModel, images: np.ndarray, device, quiet: bool, log: Log) -> np.ndarray:
     """Training-set embeddings, cached in the run folder under the weights' hash."""
-    cache = item.run_dir / "cache" / item.weights_sha256[:16] / "train_embeddings.npy"
+    cache = _cache_dir(item, device) / "train_embeddings.npy"
     if cache.is_file():
         cached = np.load(cache)
         if cached.shape[0] == len(images):
@@ -104,6 +106,18 @@ def _reference_embeddings(item: EvaluatedModel, images: np.ndarray, device, quie
 CACHE_MAX_DIM = 64
 
 
+def _cache_dir(item: EvaluatedModel, device: torch.device) -> Path:
+    """Cache folder of one checkpoint on one kind of device (CUDA runs in bf16, the CPU in float32)."""
+    return item.run_dir / "cache" / f"{item.weights_sha256[:16]}-{device.type}"
+
+
+def _open_corruption_file(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path} is not a readable .npy file ({error}); regenerate or re-download it") from None
+
+
 def _file_digests(folder: Path, names: Sequence[str], manifest: dict | None) -> dict[str, str]:
     """A short content digest per corruption file: from the manifest, else hashed once here."""
     digests = {}
@@ -115,7 +129,7 @@ def _file_digests(folder: Path, names: Sequence[str], manifest: dict | None) -> 
 
 def _cached_infer(item: EvaluatedModel, images: np.ndarray, key: str, device, quiet: bool, desc: str):
     """``infer``, remembered in <run>/cache/<weights hash>/<key>.npz when the embedding is small."""
-    path = item.run_dir / "cache" / item.weights_sha256[:16] / f"{key}.npz"
+    path = _cache_dir(item, device) / f"{key}.npz"
     if path.is_file():
         with np.load(path) as cached:
             if cached["outputs"].shape[0] == len(images):
@@ -140,7 +154,7 @@ def _check_released_folder(folder: Path, names: Sequence[str], n_test: int, test
         if not path.is_file():
             problems.append(f"{path}: missing")
             continue
-        array = np.load(path, mmap_mode="r")
+        array = _open_corruption_file(path)
         if array.dtype != np.uint8 or array.shape != (5 * n_test, 32, 32, 3):
             problems.append(f"{path}: {array.dtype} {array.shape}, expected uint8 {(5 * n_test, 32, 32, 3)} "
                             f"(5 severities x {n_test} test images)")
@@ -205,6 +219,7 @@ def evaluate(
     svc_train_size: int | None = DEFAULT_SVC_TRAIN_SIZE,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    corruption_seed: int = 0,
     data_dir: str | Path | None = None,
     download: bool = True,
     device: str | None = None,
@@ -222,12 +237,16 @@ def evaluate(
     baseline_key = parse_baseline(baseline)
     if heads is not None:
         heads = [validate_head_name(h) for h in heads]
+    if seed < 0 or corruption_seed < 0:
+        raise InputError(f"seeds must be >= 0, got --seed {seed} and --corruption-seed {corruption_seed}")
     if n_bootstrap < 1:
         raise InputError(f"bootstrap resamples must be >= 1, got {n_bootstrap}")
     if svc_train_size is not None and svc_train_size < 2:
         raise InputError(f"SVC training size must be >= 2, got {svc_train_size}")
     run_dirs = [Path(p) for p in run_dirs] if run_dirs else runs.find_last_pair()
     device_obj = resolve_device(device)
+    if device_obj.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
     models = _load_models(run_dirs, heads, device_obj)
     config = models[0].config
@@ -248,8 +267,8 @@ def evaluate(
     test_images, test_labels = load_dataset(dataset, "test", data_dir=data_dir, download=download)
     if grid_image_index >= len(test_labels):
         raise InputError(f"grid image index {grid_image_index} is outside the test set ({len(test_labels)} images)")
-    source = prepare_corruptions(dataset, test_images, test_labels, num_classes, corruption_dir, names, seed,
-                                 workers, quiet, log)
+    source = prepare_corruptions(dataset, test_images, test_labels, num_classes, corruption_dir, names,
+                                 corruption_seed, workers, quiet, log)
     folder = Path(source["path"])
     test_digest = hashlib.sha256(np.ascontiguousarray(test_images).data).hexdigest()[:16]
     file_digests = _file_digests(folder, names, source["manifest"])
@@ -281,7 +300,7 @@ def evaluate(
         embedding_arrays[f"{item.name}__clean"] = embeddings[sample]
         log(f"[{item.name}] clean: " + _error_line(per_head, [0]))
         for name in names:
-            data = np.load(folder / f"{name}.npy", mmap_mode="r")
+            data = _open_corruption_file(folder / f"{name}.npy")
             row_index = [rows.index((name, s)) for s in severities]
             for severity, row in zip(severities, row_index):
                 block = data[(severity - 1) * n_test: severity * n_test]

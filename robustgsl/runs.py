@@ -142,11 +142,14 @@ def load_model(run_dir: str | Path, device: torch.device | str = "cpu"):
     weights = run_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise InputError(
-            f"run folder {run_dir} has no finished model ({WEIGHTS_FILE} missing): finish the run with "
-            f"`robustgsl train --resume --out {run_dir}` first"
+            f"run folder {run_dir} has no finished model ({WEIGHTS_FILE} missing): finish it by running its "
+            f"training command again with --resume (recorded in {run_dir / ENVIRONMENT_FILE})"
         )
     model = build_model_from_config(config)
-    state = load_file(str(weights), device="cpu")
+    try:
+        state = load_file(str(weights), device="cpu")
+    except Exception as error:  # a truncated or overwritten file
+        raise InputError(f"{weights} is not a readable safetensors file ({error}); retrain or restore it") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

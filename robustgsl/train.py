@@ -43,6 +43,10 @@ def resolve_device(device: str | None) -> torch.device:
         raise InputError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise InputError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if resolved.type not in ("cpu", "cuda"):
+        raise InputError(f"unsupported device {device!r}; use 'cpu', 'cuda' or 'cuda:N'")
     return resolved
 
 
@@ -170,7 +174,10 @@ def train(
     device_obj = torch.device(f"cuda:{context.local_rank}") if context.enabled and torch.cuda.is_available() \
         and (device is None or device.startswith("cuda")) else resolve_device(device)
     info = dataset_info(config.dataset)
-    config_dict = config.to_dict() | {"num_classes": info.num_classes}
+    if config.sync_batchnorm and device_obj.type != "cuda":
+        raise InputError("--sync-batchnorm needs CUDA devices (SyncBatchNorm has no CPU implementation)")
+    # The world size is part of the recipe: it sets the global batch and the data each rank sees.
+    config_dict = config.to_dict() | {"num_classes": info.num_classes, "world_size": context.world_size}
 
     checkpoint = None
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -189,21 +196,36 @@ def train(
             )
         if (run_dir / runs.CHECKPOINT_FILE).exists():
             checkpoint = runs.load_checkpoint(run_dir / runs.CHECKPOINT_FILE, device_obj)
+            if int(checkpoint["epoch"]) > config.epochs:
+                raise InputError(
+                    f"cannot resume {run_dir} with --epochs {config.epochs}: its checkpoint is at epoch "
+                    f"{int(checkpoint['epoch'])}; pass at least that many epochs"
+                )
     elif resume:
         raise InputError(f"cannot resume: run folder {run_dir} does not exist or is empty")
     # Every rank has looked at the folder before rank 0 starts writing into it.
     barrier(context)
 
-    train_images, train_labels = load_dataset(config.dataset, "train", data_dir=data_dir, download=download)
+    # Rank 0 downloads (if needed) before the others read: torchvision extracts in place.
+    if not context.is_main:
+        barrier(context)
+    train_images, train_labels = load_dataset(config.dataset, "train", data_dir=data_dir,
+                                              download=download and context.is_main)
+    test_images, test_labels = load_dataset(config.dataset, "test", data_dir=data_dir,
+                                            download=download and context.is_main)
+    if context.is_main:
+        barrier(context)
     (train_images, train_labels), held_out = _split_training_set(train_images, train_labels, config)
     if held_out is not None:
         monitor_images, monitor_labels = held_out
     else:
-        test_images, test_labels = load_dataset(config.dataset, "test", data_dir=data_dir, download=download)
         monitor_images, monitor_labels = test_images[:config.monitor_size], test_labels[:config.monitor_size]
 
     if context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if checkpoint is not None and int(checkpoint["epoch"]) < config.epochs:
+            # Extending a finished run: its old final weights must not pass for the new run's.
+            (run_dir / runs.WEIGHTS_FILE).unlink(missing_ok=True)
         write_json_atomic(run_dir / runs.CONFIG_FILE, config_dict)
         previous = runs.read_json(run_dir / runs.ENVIRONMENT_FILE) if checkpoint is not None else {}
         environment = runs.environment_info(device_obj, config.seed, command_line, {
@@ -258,8 +280,11 @@ def train(
     reference_count = min(config.val_reference_size, len(train_labels))
     references = (images_on_device[:reference_count], labels_on_device[:reference_count])
 
-    # bf16 autocast (and channels_last) only on CUDA; on the CPU they would only slow the step down.
+    # bf16 autocast and channels_last only on CUDA; on the CPU they would only slow the step down.
     use_fast_path = config.amp and device_obj.type == "cuda"
+    use_channels_last = config.channels_last and device_obj.type == "cuda"
+    if device_obj.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     global_batch = config.batch_size * context.world_size
     steps = len(train_labels) // global_batch
     if steps == 0:
@@ -288,7 +313,7 @@ def train(
             if config.augment:
                 images = augment_batch(images, augment_generator, flip=info.flip)
             step_arguments = (criterion, optimizer, images, labels_on_device[index])
-            step_options = dict(amp=use_fast_path, channels_last=use_fast_path and config.channels_last)
+            step_options = dict(amp=use_fast_path, channels_last=use_channels_last)
             if compiled_unproven:
                 # torch.compile compiles at the first call: a failure there falls back to eager mode.
                 try:
@@ -307,11 +332,11 @@ def train(
         totals = all_reduce_sum(torch.stack([loss_sum, wrong.to(loss_sum.dtype)]), context)
         epoch_loss = float(totals[0]) / (steps * context.world_size)
         if not math.isfinite(epoch_loss):
-            last_good = start_epoch - 1 if epoch == start_epoch else epoch - 1
+            kept = (f"{run_dir / runs.CHECKPOINT_FILE} keeps the last good state (epoch {epoch - 1})"
+                    if epoch > 1 else "no epoch finished, so there is no checkpoint")
             raise TrainingError(
-                f"[{config.name or config.loss}] the loss became {epoch_loss} in epoch {epoch}; stopped. "
-                f"{run_dir / runs.CHECKPOINT_FILE} holds the last good state (epoch {last_good}); start a new run "
-                f"with a lower --lr (or another --seed), or retry from that state with --resume"
+                f"[{config.name or config.loss}] the loss became {epoch_loss} in epoch {epoch}; stopped. {kept}. "
+                f"Start a new run (another --out) with a lower --lr; resuming would replay the same steps"
             )
         if context.is_main:
             row = {
@@ -323,8 +348,10 @@ def train(
                 "epoch_time_s": time.time() - epoch_start,
             }
             metrics.append(row)
-            _save_checkpoint(run_dir, epoch, model, optimizer, scheduler)
+            # Metrics first: a kill between the two writes then loses nothing (rows past the
+            # checkpoint are dropped on resume and written again).
             write_text_atomic(run_dir / runs.METRICS_FILE, "".join(json.dumps(m) + "\n" for m in metrics))
+            _save_checkpoint(run_dir, epoch, model, optimizer, scheduler)
             log(f"[{config.name or config.loss}] epoch {epoch}/{config.epochs}  loss {row['loss']:.4f}  "
                 f"lr {row['lr']:.3g}  train err {row['train_error']:.2%}  val err {row['val_error']:.2%}  "
                 f"{row['epoch_time_s']:.1f}s")
@@ -383,7 +410,13 @@ def train_both(
 ) -> list[Path]:
     """Train the CE and GSL models (same data, seeds and recipe) into <out_dir>/ce and <out_dir>/gsl."""
     out_dir = Path(out_dir)
-    paths = [train(configs[name], out_dir / name, **train_kwargs) for name in ("ce", "gsl")]
+    resume = train_kwargs.pop("resume", False)
+    paths = []
+    for name in ("ce", "gsl"):
+        run_dir = out_dir / name
+        # Resuming a pair interrupted during CE: the GSL run has not started yet and starts afresh.
+        started = run_dir.is_dir() and any(run_dir.iterdir())
+        paths.append(train(configs[name], run_dir, resume=resume and started, **train_kwargs))
     marker_root = Path(runs_root) if runs_root is not None else out_dir.parent
     if is_main_process():
         write_text_atomic(marker_root / runs.LAST_PAIR_FILE, str(out_dir.resolve()) + "\n")

@@ -201,3 +201,29 @@ def test_second_evaluation_reuses_the_cache_and_gives_the_same_numbers(evaluatio
                      svc_train_size=300, n_bootstrap=200, device="cpu", report=False, quiet=True,
                      corruption_dir=corruption_dir)
     assert (again / "errors.csv").read_bytes() == (out / "errors.csv").read_bytes()
+
+
+def test_report_of_a_real_evaluation(evaluation):
+    from robustgsl.report import write_report
+
+    out, _ = evaluation
+    path = write_report(out)
+    html = path.read_text()
+    assert path == out / "index.html"
+    summary = pd.read_csv(out / "summary.csv")
+    for value in summary["clean_error"]:
+        assert f"{100 * value:.2f}" in html
+    assert "<script" not in html
+
+
+def test_report_says_when_relative_mce_averages_fewer_corruptions(evaluation, tmp_path):
+    from robustgsl.report import write_report
+
+    out, _ = evaluation
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    summary = pd.read_csv(copy / "summary.csv")
+    summary["relative_mce_corruptions"] = 1
+    summary.to_csv(copy / "summary.csv", index=False)
+    html = write_report(copy).read_text()
+    assert "averages 1 of 2" in html

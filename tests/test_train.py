@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from safetensors.torch import load_file
 from robustgsl import runs
 from robustgsl.cli import main
 from robustgsl.config import make_config
+from robustgsl.errors import InputError
 from robustgsl.train import train
 
 TINY = ["--preset", "demo", "--width", "0.0625", "--device", "cpu", "--quiet"]
@@ -72,6 +74,11 @@ def test_existing_run_folder_is_refused_and_kept(tmp_path):
     (["--loss", "ce", "--dataset", "mnist"], "mnist"),
     (["--loss", "ce", "--preset", "fast"], "fast"),
     (["--loss", "ce", "--optimizer", "rmsprop"], "rmsprop"),
+    (["--loss", "ce", "--momentum", "-1"], "momentum must be >= 0"),
+    (["--loss", "ce", "--momentum", "0"], "Nesterov"),
+    (["--loss", "ce", "--seed", "-1"], "seed must be >= 0"),
+    (["--loss", "ce", "--sync-batchnorm", "--device", "cpu"], "--sync-batchnorm needs CUDA"),
+    (["--loss", "ce", "--device", "tpu"], "tpu"),
 ])
 def test_bad_input_gets_a_clear_message(tmp_path, args, needle):
     result = CliRunner().invoke(main, ["train", *args, "--out", str(tmp_path / "r"), "--quiet", "--epochs", "1"])
@@ -106,3 +113,25 @@ def test_compile_failure_falls_back_to_eager_with_a_message(tmp_path, monkeypatc
     run = train(config, tmp_path / "run", device="cpu", log=messages.append)
     assert any("torch.compile failed" in m and "no compiler here" in m for m in messages)
     assert (run / "model.safetensors").is_file()
+
+
+def test_train_both_resume_after_an_interruption_during_ce(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert invoke("train-both", *TINY, "--epochs", "1", "--out", "runs/pair").exit_code == 0
+    shutil.rmtree(tmp_path / "runs/pair/gsl")  # as if killed before the GSL run started
+    (tmp_path / "runs/LAST_PAIR").unlink()
+    result = invoke("train-both", *TINY, "--epochs", "1", "--out", "runs/pair", "--resume")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs/pair/gsl/model.safetensors").is_file()
+    assert (tmp_path / "runs/LAST_PAIR").is_file()
+
+
+def test_extending_a_finished_run_and_refusing_to_shrink_it(tmp_path):
+    run = train(make_config("ce", "demo", width=0.0625, epochs=2), tmp_path / "run", device="cpu")
+    with pytest.raises(InputError, match="checkpoint is at epoch 2"):
+        train(make_config("ce", "demo", width=0.0625, epochs=1), run, device="cpu", resume=True)
+    before = load_file(str(run / "model.safetensors"))
+    train(make_config("ce", "demo", width=0.0625, epochs=3), run, device="cpu", resume=True)
+    after = load_file(str(run / "model.safetensors"))
+    assert not torch.equal(before["linear.weight"], after["linear.weight"])
+    assert [m["epoch"] for m in runs.read_metrics(run)] == [1, 2, 3]

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import jinja2
 import numpy as np
+import pandas as pd
 
 from robustgsl import __version__
 from robustgsl.io import write_text_atomic
@@ -266,8 +267,9 @@ def _comparability(evaluation: Evaluation) -> list[str]:
     n_corruptions = len(meta.get("corruptions") or [])
     if summary is not None and n_corruptions:
         for column, label in (("mce_corruptions", "MCE"), ("relative_mce_corruptions", "relative MCE")):
-            if column in summary and (summary[column] < n_corruptions).any():
-                averaged = int(summary[column].min())
+            counts = pd.to_numeric(summary[column], errors="coerce") if column in summary else None
+            if counts is not None and (counts < n_corruptions).any():
+                averaged = int(counts.min())
                 notes.append(
                     f"The baseline's error did not change under some corruptions, so their {label} ratio is "
                     f"undefined and was left out: {label} here averages {averaged} of {n_corruptions} "
