@@ -249,3 +249,29 @@ def test_cli_bad_input_exits_2_with_a_message(tmp_path, monkeypatch, args, messa
     result = CliRunner().invoke(main, ["corrupt", "--dataset", "digits", *args])
     assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "corruptions").exists()
+
+
+def test_jobs_splitting_corruptions_into_one_folder_keep_every_manifest_entry(tmp_path, monkeypatch):
+    """Job A reads the manifest, job B writes and records its file, then A records: both entries stay."""
+    from robustgsl.corruptions import dataset
+    from robustgsl.corruptions.dataset import verify_corruption_dataset, write_corruption_dataset
+    from robustgsl.data import load_dataset
+
+    images, labels = load_dataset("digits", "test")
+    images, labels = images[:30], labels[:30]
+    original = dataset.corrupt
+    other_job_done = []
+
+    def corrupt_while_another_job_runs(batch, name, severity, seed, indices=None):
+        if name == "contrast" and not other_job_done:
+            other_job_done.append(True)
+            write_corruption_dataset(images, labels, tmp_path, corruptions="gaussian_noise", seed=0, workers=1,
+                                     dataset_name="digits", quiet=True)
+        return original(batch, name, severity, seed, indices=indices)
+
+    monkeypatch.setattr(dataset, "corrupt", corrupt_while_another_job_runs)
+    write_corruption_dataset(images, labels, tmp_path, corruptions="contrast", seed=0, workers=1,
+                             dataset_name="digits", quiet=True)
+    assert other_job_done
+    assert verify_corruption_dataset(tmp_path, ["contrast", "gaussian_noise"], seed=0, dataset="digits",
+                                     n_images=30) == []

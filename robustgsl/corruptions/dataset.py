@@ -18,6 +18,8 @@ since each image draws from its own generator, the bytes do not depend on worker
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import sys
@@ -202,11 +204,32 @@ def _known_files(out_dir: Path) -> list[Path]:
     return [out_dir / name for name in names if (out_dir / name).exists()]
 
 
+# A temporary file is written in one go right after it is created; one this old belongs to a killed
+# run, not to another job writing into the same folder (corruptions split across cluster jobs).
+STALE_TEMPORARY_SECONDS = 600
+
+
 def _remove_stale_temporaries(out_dir: Path) -> None:
     # robustgsl.io's temporaries are ".<name>.<random>.tmp"; a killed run can leave one behind.
+    now = time.time()
     for name in [f"{n}.npy" for n in ALL_CORRUPTIONS] + [LABELS_NAME, MANIFEST_NAME]:
         for stale in out_dir.glob(f".{name}.*.tmp"):
-            stale.unlink(missing_ok=True)
+            try:
+                if now - stale.stat().st_mtime > STALE_TEMPORARY_SECONDS:
+                    stale.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
+
+
+@contextlib.contextmanager
+def _manifest_lock(out_dir: Path):
+    """Serialise manifest updates of jobs that write different corruptions into one folder."""
+    with open(out_dir / ".manifest.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _check_labels(labels: object, n: int) -> np.ndarray:
@@ -305,9 +328,15 @@ def write_corruption_dataset(
 
     def record(file_name: str, extra: dict) -> None:
         path = out_dir / file_name
-        manifest["files"][file_name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size, **extra}
-        manifest["updated_at"] = _now()
-        write_json_atomic(out_dir / MANIFEST_NAME, manifest)
+        entry = {"sha256": sha256_file(path), "bytes": path.stat().st_size, **extra}
+        with _manifest_lock(out_dir):
+            # Another job may have recorded its files since: merge into what is on disk now.
+            on_disk = read_manifest(out_dir)
+            if on_disk is not None and all(on_disk.get(f) == manifest.get(f) for f in IDENTITY_FIELDS):
+                manifest["files"] = {**on_disk["files"], **manifest["files"]}
+            manifest["files"][file_name] = entry
+            manifest["updated_at"] = _now()
+            write_json_atomic(out_dir / MANIFEST_NAME, manifest)
 
     if _file_problem(out_dir, manifest, LABELS_NAME) is not None:
         stacked = np.tile(labels.astype(np.uint8), len(severities))
