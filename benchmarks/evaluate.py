@@ -44,7 +44,6 @@ def main() -> None:
         model = model.to(memory_format=torch.channels_last)
     rng = np.random.default_rng(0)
     block = rng.integers(0, 256, size=(5 * n_test, 32, 32, 3), dtype=np.uint8)  # one corruption file
-    labels = rng.integers(0, 10, size=n_test)
     reference = rng.standard_normal((args.references, 10)).astype(np.float32)
     reference /= np.linalg.norm(reference, axis=1, keepdims=True)
     reference_labels = rng.integers(0, 10, size=args.references)

@@ -12,9 +12,7 @@ DataLoader workers in the hot loop.
 
 from __future__ import annotations
 
-import io
 import pickle
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from robustgsl import runs
-from robustgsl.corruptions import ALL_CORRUPTIONS, CONSTANTS_SOURCE, SEVERITIES, parse_severities, resolve_corruptions
+from robustgsl.corruptions import CONSTANTS_SOURCE, SEVERITIES, parse_severities, resolve_corruptions
 from robustgsl.corruptions.dataset import (
     LABELS_NAME, default_out_dir, read_manifest, verify_corruption_dataset, write_corruption_dataset,
 )

@@ -124,8 +124,8 @@ def _mean(values: np.ndarray) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def corruption_error_table(errors: pd.DataFrame, baseline: tuple[str, str], corruptions=None) -> pd.DataFrame:
-    """Per model/head/corruption: ce and relative_ce (x100, baseline = 100) and mean_error (over severities)."""
+def _corruption_ratios(errors: pd.DataFrame, baseline: tuple[str, str], corruptions):
+    """Validated inputs and the CE_c / relative CE_c arrays (model/head x corruption) shared by the tables."""
     errors = _check_errors(errors)
     keys = _keys(errors)
     baseline = _check_baseline(keys, baseline)
@@ -133,6 +133,12 @@ def corruption_error_table(errors: pd.DataFrame, baseline: tuple[str, str], corr
     clean, grid, _ = _error_grid(errors, keys, corruptions)
     b = keys.index(baseline)
     ce, relative = _ce_from_grids(clean, grid, clean[b], grid[b])
+    return keys, baseline, corruptions, clean, grid, ce, relative
+
+
+def corruption_error_table(errors: pd.DataFrame, baseline: tuple[str, str], corruptions=None) -> pd.DataFrame:
+    """Per model/head/corruption: ce and relative_ce (x100, baseline = 100) and mean_error (over severities)."""
+    keys, _, corruptions, _, grid, ce, relative = _corruption_ratios(errors, baseline, corruptions)
     records = [
         {"model": key[0], "head": key[1], "corruption": corruption, "ce": 100 * ce[k, c],
          "relative_ce": 100 * relative[k, c], "mean_error": grid[k, c].mean()}
@@ -143,13 +149,7 @@ def corruption_error_table(errors: pd.DataFrame, baseline: tuple[str, str], corr
 
 def summary_table(errors: pd.DataFrame, baseline: tuple[str, str], corruptions=None) -> pd.DataFrame:
     """Per model/head: baseline ("model/head"), clean_error, mean_corruption_error, mce, relative_mce (%)."""
-    errors = _check_errors(errors)
-    keys = _keys(errors)
-    baseline = _check_baseline(keys, baseline)
-    corruptions = _corruption_list(errors, corruptions)
-    clean, grid, _ = _error_grid(errors, keys, corruptions)
-    b = keys.index(baseline)
-    ce, relative = _ce_from_grids(clean, grid, clean[b], grid[b])
+    keys, baseline, _, clean, grid, ce, relative = _corruption_ratios(errors, baseline, corruptions)
     return pd.DataFrame({
         "model": [k[0] for k in keys], "head": [k[1] for k in keys],
         "baseline": _key_name(baseline), "clean_error": clean,

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pandas as pd
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
