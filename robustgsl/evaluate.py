@@ -349,8 +349,9 @@ def evaluate(
     undefined = summary[summary.get("relative_mce_corruptions", len(names)) < len(names)] \
         if "relative_mce_corruptions" in summary else summary.iloc[0:0]
     if len(undefined):
-        log(f"note: the baseline's error does not change under some corruptions (too few test images or too "
-            f"robust a baseline), so their relative CE is undefined and left out of relative MCE: averaged over "
+        log(f"note: under some corruptions the baseline's errors average out to its clean error (too few test "
+            f"images or too robust a baseline), so their relative CE is undefined and left out of relative MCE: "
+            f"averaged over "
             f"{int(undefined['relative_mce_corruptions'].min())} of {len(names)} corruptions")
     for record in summary.to_dict("records"):
         mce = "" if pd.isna(record.get("mce")) else f"  MCE {record['mce']:.2f}  relative MCE {record['relative_mce']:.2f}"

@@ -49,10 +49,14 @@ def make_evaluation(
     dataset: str = "cifar10",
     n_test: int = 1000,
     seed: int = 0,
+    flat_baseline: tuple[str, ...] = (),
 ) -> Path:
     """Write ``root/reports/demo`` (the evaluation) and ``root/runs/demo/<model>``; return the evaluation folder.
 
     ``names`` renames models (e.g. to a name with markup); ``models`` picks which of "ce" and "gsl" exist.
+    ``flat_baseline`` names corruptions under which the baseline's error stays at its clean error, so
+    their relative CE_c is undefined (0 / 0) and relative MCE averages fewer corruptions, as happens on
+    small test sets.
     """
     rng = np.random.default_rng(seed)
     names = names or {}
@@ -101,9 +105,12 @@ def make_evaluation(
         rows.append({"model": name, "head": head, "corruption": "clean", "severity": 0, "error": clean})
         for c, corruption in enumerate(CORRUPTIONS):
             for severity in SEVERITIES:
-                error = clean + robust * difficulty[c] * severity * (0.9 + 0.2 * rng.random())
+                error = round(float(min(clean + robust * difficulty[c] * severity * (0.9 + 0.2 * rng.random()),
+                                        0.9)), 4)
+                if index == 0 and corruption in flat_baseline:
+                    error = clean  # exactly the clean error (not rounded), so the ratio is exactly 0 / 0
                 rows.append({"model": name, "head": head, "corruption": corruption, "severity": severity,
-                             "error": round(float(min(error, 0.9)), 4)})
+                             "error": error})
     errors = pd.DataFrame(rows)
     errors.to_csv(eval_dir / "errors.csv", index=False)
 
@@ -119,12 +126,14 @@ def make_evaluation(
             base = np.array([table[(base_name, base_head, corruption, s)] for s in SEVERITIES])
             base_clean = table[(base_name, base_head, "clean", 0)]
             ce = 100 * mine.sum() / base.sum() if baseline else np.nan
-            rel = 100 * (mine - clean).sum() / (base - base_clean).sum() if baseline else np.nan
+            rel_base = (base - base_clean).sum()
+            rel = 100 * (mine - clean).sum() / rel_base if baseline and abs(rel_base) > 1e-12 else np.nan
             ce_values.append(ce)
             rel_values.append(rel)
             corruption_rows.append({"model": name, "head": head, "corruption": corruption, "ce": ce,
                                     "relative_ce": rel, "mean_error": mine.mean()})
-        mce, relative_mce = float(np.mean(ce_values)), float(np.mean(rel_values))
+        mce = float(np.nanmean(ce_values)) if baseline else np.nan
+        relative_mce = float(np.nanmean(rel_values)) if baseline else np.nan
         clean_low, clean_high = _bootstrap_interval(rng, clean, 0.006)
         row = {
             "model": name, "head": head, "baseline": f"{base_name}/{base_head}" if baseline else "",
@@ -140,7 +149,10 @@ def make_evaluation(
             mce_low = mce_high = rel_low = rel_high = diff_low = diff_high = np.nan
         row.update({"mce": mce, "mce_low": mce_low, "mce_high": mce_high, "relative_mce": relative_mce,
                     "relative_mce_low": rel_low, "relative_mce_high": rel_high,
-                    "clean_error_diff_low": diff_low, "clean_error_diff_high": diff_high, "n_test": n_test})
+                    "clean_error_diff_low": diff_low, "clean_error_diff_high": diff_high,
+                    # how many corruptions MCE and relative MCE average (those with a defined ratio)
+                    "mce_corruptions": int(np.isfinite(ce_values).sum()),
+                    "relative_mce_corruptions": int(np.isfinite(rel_values).sum()), "n_test": n_test})
         summary_rows.append(row)
     pd.DataFrame(summary_rows).to_csv(eval_dir / "summary.csv", index=False)
     pd.DataFrame(corruption_rows).to_csv(eval_dir / "corruption_summary.csv", index=False)

@@ -147,6 +147,60 @@ def test_best_value_per_column_is_highlighted(demo):
             assert ("best" in cell.classes()) == (getattr(row, column) == lowest), (column, row)
 
 
+def test_averages_over_fewer_corruptions_are_marked_with_a_footnote(tmp_path):
+    eval_dir = make_evaluation(tmp_path, flat_baseline=("shot_noise",), embeddings=False, examples=False)
+    root = parse(write_report(eval_dir))
+    summary = pd.read_csv(eval_dir / "summary.csv")
+    n = len(CORRUPTIONS)
+    assert (summary["relative_mce_corruptions"] < n).any()  # guards the fixture: something to mark
+    for row in summary.itertuples():
+        key = f"{row.model}/{row.head}"
+        for column, count in (("mce", row.mce_corruptions), ("relative_mce", row.relative_mce_corruptions)):
+            cell = one(root.find_all("td", data_key=key, data_column=column))
+            assert bool(cell.find_all("sup", cls="mark")) == (count < n), (key, column)
+            assert one(cell.find_all(cls="v")).text() == two(getattr(row, column))  # the number is unchanged
+    table2 = one(root.find_all("section", id="table2"))
+    footnote = one(table2.find_all("p", cls="footnote")).text()
+    averaged = int(summary["relative_mce_corruptions"].min())
+    assert f"Relative MCE averages {averaged} of the {n} evaluated corruptions" in footnote
+    assert "shot noise" in footnote
+    # the per-corruption table: the undefined ratio is a dash, explained, and its MCE footer is marked
+    per_corruption = one(root.find_all("section", id="per-corruption"))
+    cells = per_corruption.find_all("td", data_corruption="shot_noise", data_column="relative_ce")
+    assert cells and all(cell.text() == "—" for cell in cells)
+    assert "—: undefined" in " ".join(per_corruption.text().split())
+    assert len(per_corruption.find_all("tfoot")[0].find_all("sup", cls="mark")) == \
+        int((summary["relative_mce_corruptions"] < n).sum() + (summary["mce_corruptions"] < n).sum())
+    files = " ".join(one(root.find_all("section", id="files")).text().split())
+    assert f"Relative MCE here averages {averaged} of {n} corruptions" in files
+
+
+def test_full_averages_carry_no_marks(demo):
+    eval_dir, root = demo
+    summary = pd.read_csv(eval_dir / "summary.csv")
+    assert (summary["mce_corruptions"] == len(CORRUPTIONS)).all()
+    assert (summary["relative_mce_corruptions"] == len(CORRUPTIONS)).all()
+    assert not root.find_all("sup", cls="mark") and not root.find_all("p", cls="footnote")
+
+
+def test_numbers_that_round_to_zero_show_no_minus_sign():
+    from robustgsl.report.tables import number, percent
+
+    assert number(-1e-13) == "0.00" and percent(-1e-15) == "0.00"
+    assert number(-0.004) == "0.00" and number(-0.005001) == "-0.01" and percent(-0.5) == "-50.00"
+
+
+def test_header_and_embedding_caption_say_what_a_reader_needs(demo):
+    eval_dir, root = demo
+    meta = json.loads((eval_dir / "evaluation.json").read_text())
+    header = " ".join(one(root.find_all("header")).text().split())
+    assert meta["git_sha"] in header
+    assert meta["created_at"].replace("T", " ") in header  # no ISO "T" in the readable time
+    corruption = str(np.load(eval_dir / "embeddings.npz")["embedding_corruption"]).replace("_", " ")
+    caption = " ".join(one(root.find_all("section", id="embeddings")).find_all("figcaption")[0].text().split())
+    assert f"under {corruption} at severity 5 (the highest evaluated)" in caption
+
+
 def test_published_figures_are_labelled_as_published(demo):
     _, root = demo
     card = one(root.find_all("aside", cls="published"))
@@ -394,7 +448,8 @@ def test_fixture_follows_the_format_contract(tmp_path):
     assert list(summary.columns) == [
         "model", "head", "baseline", "clean_error", "clean_error_low", "clean_error_high",
         "mean_corruption_error", "mce", "mce_low", "mce_high", "relative_mce", "relative_mce_low",
-        "relative_mce_high", "clean_error_diff_low", "clean_error_diff_high", "n_test"]
+        "relative_mce_high", "clean_error_diff_low", "clean_error_diff_high", "mce_corruptions",
+        "relative_mce_corruptions", "n_test"]
     assert list(pd.read_csv(eval_dir / "errors.csv").columns) == ["model", "head", "corruption", "severity", "error"]
     wide = pd.read_csv(eval_dir / "robustbench.csv", header=[0, 1], index_col=0)
     assert wide.shape == (5, 75)

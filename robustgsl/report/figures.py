@@ -116,7 +116,9 @@ def severity_figure(curves: dict[str, dict[str, list[float]]], keys: list[str], 
         axes[0].set_ylim(0, 1.06 * top)
         axes[0].set_ylabel("error (%)")
         handles, labels = axes[0].get_legend_handles_labels()
-        figure.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6))
+        # One legend row while it fits (eight entries); matplotlib fills columns first, so a second
+        # row would put the last key under the first.
+        figure.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 8))
         figure.set_layout_engine("constrained")
         return _svg(figure, "error-vs-severity")
 
@@ -172,7 +174,9 @@ def project_2d(clean: np.ndarray, corrupted: np.ndarray) -> tuple[np.ndarray, np
 
 def embedding_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], labels: np.ndarray,
                      class_names: list[str], corruption: str) -> str:
-    """Rows = models, columns = clean / corrupted; points coloured by true class. PNG data URI."""
+    """Rows = models, columns = clean / corrupted; points coloured by true class. PNG data URI.
+
+    ``corruption`` is the title of the corrupted column, e.g. "gaussian noise, severity 5"."""
     labels = np.asarray(labels).astype(int)
     classes = sorted(set(labels.tolist()))
     cmap = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]

@@ -30,6 +30,7 @@ SUMMARY_NUMERIC = (
     "clean_error", "clean_error_low", "clean_error_high", "mean_corruption_error",
     "mce", "mce_low", "mce_high", "relative_mce", "relative_mce_low", "relative_mce_high",
     "clean_error_diff_low", "clean_error_diff_high", "n_test",
+    "mce_corruptions", "relative_mce_corruptions",  # how many corruptions MCE / relative MCE average
 )
 CORRUPTION_SUMMARY_COLUMNS = ("model", "head", "corruption", "ce", "relative_ce", "mean_error")
 TEXT_COLUMNS = ("model", "head", "corruption", "baseline")

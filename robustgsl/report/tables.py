@@ -58,14 +58,20 @@ def is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def _two_decimals(value: float) -> str:
+    text = f"{value:.2f}"
+    # A tiny negative value (a float sum that should be 0) rounds to "-0.00": show it as the zero it is.
+    return "0.00" if text == "-0.00" else text
+
+
 def percent(fraction: Any) -> str:
     """A fraction in [0, 1] as a percentage with two decimals, e.g. 0.0506 -> '5.06'."""
-    return NOT_AVAILABLE if is_missing(fraction) else f"{100.0 * float(fraction):.2f}"
+    return NOT_AVAILABLE if is_missing(fraction) else _two_decimals(100.0 * float(fraction))
 
 
 def number(value: Any) -> str:
     """A value already on a percentage scale (MCE, CE_c), two decimals."""
-    return NOT_AVAILABLE if is_missing(value) else f"{float(value):.2f}"
+    return NOT_AVAILABLE if is_missing(value) else _two_decimals(float(value))
 
 
 def interval(low: Any, high: Any, as_percent: bool) -> str:
@@ -120,9 +126,70 @@ TABLE2_COLUMNS = (
 )
 
 
+# MCE and relative MCE average CE_c over the corruptions whose ratio is defined; summary.csv counts them
+# (column -> count column, footnote mark, why a corruption's ratio can be undefined).
+PARTIAL_AVERAGES = {
+    "mce": ("mce_corruptions", "*", "CE_c is undefined where the baseline made no error at any severity"),
+    "relative_mce": ("relative_mce_corruptions", "†",
+                     "relative CE_c is undefined where the baseline's errors, summed over the severities, "
+                     "equal its clean error times the number of severities (a zero denominator)"),
+}
+
+
+def evaluated_corruptions(evaluation: Evaluation) -> list[str]:
+    """The corruptions evaluated: evaluation.json's list, else those of the CSVs."""
+    listed = evaluation.meta.get("corruptions")
+    if isinstance(listed, list) and listed:
+        return [str(name) for name in listed]
+    for frame in (evaluation.corruption_summary, evaluation.errors):
+        if frame is not None:
+            return [c for c in dict.fromkeys(frame["corruption"]) if c != "clean"]
+    return []
+
+
+def _undefined_ratios(evaluation: Evaluation, key: str, column: str) -> list[str]:
+    """Corruptions whose ``column`` ("ce" / "relative_ce") is empty in corruption_summary.csv for ``key``."""
+    frame = evaluation.corruption_summary
+    if frame is None:
+        return []
+    chosen = frame[(frame["model"] + "/" + frame["head"] == key) & frame[column].isna()]
+    return list(dict.fromkeys(chosen["corruption"]))
+
+
+def partial_averages(evaluation: Evaluation) -> dict[str, dict[str, Any]]:
+    """Per MCE column: which model/heads average fewer corruptions than were evaluated, and the footnote."""
+    summary, corruptions = evaluation.summary, evaluated_corruptions(evaluation)
+    out: dict[str, dict[str, Any]] = {}
+    if summary is None or not corruptions:
+        return out
+    for column, (count_column, mark, why) in PARTIAL_AVERAGES.items():
+        if count_column not in summary:
+            continue
+        short = {f"{r['model']}/{r['head']}": int(r[count_column]) for r in summary.to_dict("records")
+                 if not is_missing(r[count_column]) and int(r[count_column]) < len(corruptions)}
+        if not short:
+            continue
+        counts = sorted(set(short.values()))
+        averaged = " to ".join(str(c) for c in (counts[0], counts[-1])) if len(counts) > 1 else str(counts[0])
+        left_out = list(dict.fromkeys(
+            c for key in short for c in _undefined_ratios(evaluation, key, column.replace("mce", "ce"))))
+        which = (f"; left out here: {', '.join(corruption_label(c) for c in left_out)}" if left_out
+                 else "; such corruptions are left out")
+        out[column] = {
+            "keys": short, "mark": mark,
+            "note": f"{mark} {'MCE' if column == 'mce' else 'Relative MCE'} averages {averaged} of the "
+                    f"{len(corruptions)} evaluated corruptions: {why}{which}. "
+                    f"Not directly comparable with an average over all {len(corruptions)} corruptions "
+                    "(such as the published figures).",
+        }
+    return out
+
+
 def table2(evaluation: Evaluation) -> dict[str, Any]:
     summary = evaluation.summary
     columns = [{"name": c, "title": t, "unit": u} for c, t, u, _, _ in TABLE2_COLUMNS]
+    partial = partial_averages(evaluation)
+    n_corruptions = len(evaluated_corruptions(evaluation))
     rows = []
     best = {
         column: _best_flags([float(value) for value in summary[column]])
@@ -133,16 +200,19 @@ def table2(evaluation: Evaluation) -> dict[str, Any]:
         cells = []
         for column, _, _, as_percent, has_interval in TABLE2_COLUMNS:
             value = record[column]
+            short = partial.get(column, {}).get("keys", {})
             cells.append({
                 "text": percent(value) if as_percent else number(value),
                 "interval": interval(record[f"{column}_low"], record[f"{column}_high"], as_percent)
                 if has_interval else "",
                 "best": best[column][index],
+                "mark": partial[column]["mark"] if key in short else "",
+                "mark_title": f"averages {short[key]} of {n_corruptions} corruptions" if key in short else "",
                 "attrs": {"data-key": key, "data-column": column},
             })
         rows.append({"key": key, "is_baseline": key == evaluation.baseline, "cells": cells,
                      "n_test": "" if is_missing(record["n_test"]) else str(int(record["n_test"]))})
-    return {"columns": columns, "rows": rows}
+    return {"columns": columns, "rows": rows, "footnotes": [entry["note"] for entry in partial.values()]}
 
 
 def published_rows() -> list[dict[str, str]]:
@@ -245,13 +315,19 @@ def corruption_table(evaluation: Evaluation, keys: list[str]) -> dict[str, Any]:
             rows.append({"corruption": corruption, "label": corruption_label(corruption), "cells": cells})
         groups.append({"name": group, "rows": rows})
     footer = []
+    partial = partial_averages(evaluation)
     if evaluation.summary is not None:
         by_key = {f"{r['model']}/{r['head']}": r for r in evaluation.summary.to_dict("records")}
         for key in keys:
             for index, (column, show) in enumerate(footer_columns):
-                footer.append({"text": show(by_key.get(key, {}).get(column, float("nan"))), "secondary": index > 0})
+                short = key in partial.get(column, {}).get("keys", {})
+                footer.append({"text": show(by_key.get(key, {}).get(column, float("nan"))), "secondary": index > 0,
+                               "mark": partial[column]["mark"] if short else ""})
+    undefined = [column for column, _, _ in columns
+                 if column in ("ce", "relative_ce") and frame[column].isna().any()]
     return {"keys": keys, "columns": [{"name": c, "title": t} for c, t, _ in columns], "groups": groups,
-            "footer": footer, "footer_title": footer_title}
+            "footer": footer, "footer_title": footer_title, "has_undefined": bool(undefined),
+            "footnotes": [entry["note"] for entry in partial.values()]}
 
 
 def _heat_colour(value: float, vmax: float, cmap) -> tuple[str, str]:
