@@ -308,3 +308,33 @@ def test_elastic_displacement_grows_with_alpha_over_sigma():
         affine_only = np.floor(np.clip(digital.warp_affine_reflect101(images.astype(np.float32) / 255, matrices), 0, 1) * 255)
         extra.append(np.abs(corrupt(images, "elastic_transform", severity).astype(float) - affine_only).mean())
     assert extra == sorted(extra) and extra[0] > 0, extra
+
+
+@pytest.mark.parametrize("severity", [1, 3, 5])
+def test_compiled_hsv_paths_equal_the_array_formulas_on_edge_pixels(severity):
+    from robustgsl.corruptions import digital
+
+    rng = np.random.default_rng(severity)
+    images = rng.integers(0, 256, size=(40, 8, 8, 3), dtype=np.uint8)
+    images[0] = 0
+    images[1] = 255
+    images[2, ..., 1] = images[2, ..., 0]  # two equal channels
+    images[3, ..., :] = images[3, ..., :1]  # grey
+    hsv = digital.rgb_to_hsv(images.astype(np.float64) / 255)
+    bright = hsv.copy()
+    bright[..., 2] = np.clip(bright[..., 2] + digital.SEVERITY_PARAMS["brightness"][severity - 1], 0, 1)
+    factor, offset = digital.SEVERITY_PARAMS["saturate"][severity - 1]
+    saturated = hsv.copy()
+    saturated[..., 1] = np.clip(saturated[..., 1] * factor + offset, 0, 1)
+    as_uint8 = lambda x: (np.clip(digital.hsv_to_rgb(x), 0, 1) * 255).astype(np.uint8)  # noqa: E731
+    np.testing.assert_array_equal(digital.brightness(images, severity), as_uint8(bright))
+    np.testing.assert_array_equal(digital.saturate(images, severity), as_uint8(saturated))
+
+
+def test_workers_keep_freed_memory_on_glibc():
+    import platform
+
+    from robustgsl.corruptions.dataset import keep_freed_memory
+
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is expected

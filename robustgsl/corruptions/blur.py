@@ -253,37 +253,38 @@ def zoom_factors(severity: int) -> np.ndarray:
 def _zoom_blur_sum(x, r0, r1, w0, w1, out):
     """out = float32 sum over factors f of clipped_zoom(x, f), added factor by factor as the reference.
 
-    Tables (factors, size) from ``_zoom_taps``. Each zoomed value is scipy's double sum
-    ((v * w_row) * w_col) over the four taps, rounded to float32 (scipy's output dtype) before the
-    float32 addition, so the bytes equal ``out += clipped_zoom(x, f)``. The products v * w_row are
-    computed once per source pixel and row (same values, fewer multiplications).
+    ``x`` and ``out`` are float32 (H, W, C, N): images last, so that the innermost loop runs over
+    the images of the batch with the same operations for each (the compiler vectorises it; every
+    value still sees the same floating-point operations in the same order). Tables (factors, size)
+    from ``_zoom_taps``. Each zoomed value is scipy's double sum ((v * w_row) * w_col) over the four
+    taps, rounded to float32 (scipy's output dtype) before the float32 addition, so the bytes equal
+    ``out += clipped_zoom(x, f)``. The products v * w_row are computed once per source pixel and row
+    (same values, fewer multiplications).
     """
-    n_images, height, width, channels = x.shape
+    height, width, channels, n_images = x.shape
     n_factors = r0.shape[0]
-    pa = np.empty((width, channels))
-    pb = np.empty((width, channels))
-    for n in range(n_images):
+    pa = np.empty((width, channels, n_images))
+    pb = np.empty((width, channels, n_images))
+    out[:] = 0.0
+    for f in range(n_factors):
         for y in range(height):
-            for xx in range(width):
+            a, b = r0[f, y], r1[f, y]
+            wa, wb = w0[f, y], w1[f, y]
+            for xs in range(width):
                 for c in range(channels):
-                    out[n, y, xx, c] = 0.0
-        for f in range(n_factors):
-            for y in range(height):
-                a, b = r0[f, y], r1[f, y]
-                wa, wb = w0[f, y], w1[f, y]
-                for xs in range(width):
-                    for c in range(channels):
-                        pa[xs, c] = np.float64(x[n, a, xs, c]) * wa
-                        pb[xs, c] = np.float64(x[n, b, xs, c]) * wb
-                for xx in range(width):
-                    c0, c1 = r0[f, xx], r1[f, xx]
-                    v0, v1 = w0[f, xx], w1[f, xx]
-                    for c in range(channels):
-                        t = pa[c0, c] * v0
-                        t += pa[c1, c] * v1
-                        t += pb[c0, c] * v0
-                        t += pb[c1, c] * v1
-                        out[n, y, xx, c] = np.float32(out[n, y, xx, c] + np.float32(t))
+                    for n in range(n_images):
+                        pa[xs, c, n] = np.float64(x[a, xs, c, n]) * wa
+                        pb[xs, c, n] = np.float64(x[b, xs, c, n]) * wb
+            for xx in range(width):
+                c0, c1 = r0[f, xx], r1[f, xx]
+                v0, v1 = w0[f, xx], w1[f, xx]
+                for c in range(channels):
+                    for n in range(n_images):
+                        t = pa[c0, c, n] * v0
+                        t += pa[c1, c, n] * v1
+                        t += pb[c0, c, n] * v0
+                        t += pb[c1, c, n] * v1
+                        out[y, xx, c, n] = np.float32(out[y, xx, c, n] + np.float32(t))
 
 
 def zoom_blur(images: np.ndarray, severity: int, rngs=None) -> np.ndarray:
@@ -293,9 +294,10 @@ def zoom_blur(images: np.ndarray, severity: int, rngs=None) -> np.ndarray:
         raise ValueError(f"zoom_blur needs square images, got {x.shape[1]}x{x.shape[2]}")
     taps = [_zoom_taps(x.shape[1], float(factor)) for factor in factors]
     r0, r1, w0, w1 = (np.ascontiguousarray(np.stack(column)) for column in zip(*taps))
-    out = np.empty_like(x)
-    _zoom_blur_sum(x, r0, r1, w0, w1, out)
-    x = (x + out) / np.float32(len(factors) + 1)
+    images_last = np.ascontiguousarray(x.transpose(1, 2, 3, 0))
+    total = np.empty_like(images_last)
+    _zoom_blur_sum(images_last, r0, r1, w0, w1, total)
+    x = (x + total.transpose(3, 0, 1, 2)) / np.float32(len(factors) + 1)
     return (np.clip(x, 0, 1) * np.float32(255)).astype(np.uint8)
 
 

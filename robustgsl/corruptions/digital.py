@@ -2,16 +2,19 @@
 
 Each follows the reference's arithmetic (float64 unless the reference uses float32, clip to [0, 1],
 ``* 255``, truncation to uint8), vectorised over the batch. brightness and saturate go through HSV
-with scikit-image's conversion formulas, reimplemented here for a batch. elastic_transform
-reimplements OpenCV's ``warpAffine`` (bilinear, BORDER_REFLECT_101, 1/32-pixel fixed-point
-coordinates) and SciPy's ``map_coordinates`` (order 1, mode 'reflect') for a batch. pixelate and
+with scikit-image's conversion formulas (``rgb_to_hsv``, ``hsv_to_rgb``; the corruptions run the same
+operations per pixel, compiled with numba). elastic_transform reimplements OpenCV's ``warpAffine``
+(bilinear, BORDER_REFLECT_101, 1/32-pixel fixed-point coordinates) and SciPy's ``map_coordinates``
+(order 1, mode 'reflect') for a batch, their per-pixel loops compiled with numba. pixelate and
 jpeg_compression run Pillow once per image, as the reference does.
 """
 
 from __future__ import annotations
 
+import math
 from io import BytesIO
 
+import numba
 import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
@@ -92,18 +95,80 @@ def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
     return np.stack([r, g, b], axis=-1)
 
 
+@numba.njit(cache=True, nogil=True)
+def _hsv_adjust(images, s_factor, s_offset, v_offset, out):
+    """Per pixel: ``rgb_to_hsv``, S = clip(S * s_factor + s_offset), V = clip(V + v_offset),
+    ``hsv_to_rgb``, ``to_uint8``: the same float64 operations in the same order as those numpy
+    functions (and as scikit-image), without their (N, H, W)-sized temporaries. An adjustment of
+    (1, 0) or 0 is skipped, as the numpy path does not apply it either."""
+    n_images, height, width, _ = images.shape
+    adjust_s = not (s_factor == 1.0 and s_offset == 0.0)
+    adjust_v = v_offset != 0.0
+    for n in range(n_images):
+        for y in range(height):
+            for x in range(width):
+                r = images[n, y, x, 0] / 255.0
+                g = images[n, y, x, 1] / 255.0
+                b = images[n, y, x, 2] / 255.0
+                v = max(max(r, g), b)
+                delta = v - min(min(r, g), b)
+                if delta == 0.0:
+                    h = 0.0
+                    s = 0.0
+                else:
+                    s = delta / v
+                    if b == v:
+                        h = 4.0 + (r - g) / delta
+                    elif g == v:
+                        h = 2.0 + (b - r) / delta
+                    else:
+                        h = (g - b) / delta
+                    h = np.fmod(h / 6.0, 1.0)  # numpy's float remainder by 1: fmod, then into [0, 1)
+                    if h < 0.0:
+                        h += 1.0
+                    elif h == 0.0:
+                        h = 0.0
+                if adjust_s:
+                    s = min(max(s * s_factor + s_offset, 0.0), 1.0)
+                if adjust_v:
+                    v = min(max(v + v_offset, 0.0), 1.0)
+                sector = math.floor(h * 6)
+                f = h * 6 - sector
+                p = v * (1 - s)
+                q = v * (1 - f * s)
+                t = v * (1 - (1 - f) * s)
+                k = int(sector) % 6
+                if k == 0:
+                    r, g, b = v, t, p
+                elif k == 1:
+                    r, g, b = q, v, p
+                elif k == 2:
+                    r, g, b = p, v, t
+                elif k == 3:
+                    r, g, b = p, q, v
+                elif k == 4:
+                    r, g, b = t, p, v
+                else:
+                    r, g, b = v, p, q
+                out[n, y, x, 0] = np.uint8(min(max(r, 0.0), 1.0) * 255)
+                out[n, y, x, 1] = np.uint8(min(max(g, 0.0), 1.0) * 255)
+                out[n, y, x, 2] = np.uint8(min(max(b, 0.0), 1.0) * 255)
+
+
 def brightness(images: np.ndarray, severity: int, rngs=None) -> np.ndarray:
+    # == to_uint8(hsv_to_rgb(hsv)) after hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1), hsv = rgb_to_hsv(x)
     c = SEVERITY_PARAMS["brightness"][severity - 1]
-    hsv = rgb_to_hsv(_unit(images))
-    hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1)
-    return to_uint8(hsv_to_rgb(hsv))
+    out = np.empty_like(images)
+    _hsv_adjust(images, 1.0, 0.0, float(c), out)
+    return out
 
 
 def saturate(images: np.ndarray, severity: int, rngs=None) -> np.ndarray:
+    # == to_uint8(hsv_to_rgb(hsv)) after hsv[..., 1] = np.clip(hsv[..., 1] * factor + offset, 0, 1)
     factor, offset = SEVERITY_PARAMS["saturate"][severity - 1]
-    hsv = rgb_to_hsv(_unit(images))
-    hsv[..., 1] = np.clip(hsv[..., 1] * factor + offset, 0, 1)
-    return to_uint8(hsv_to_rgb(hsv))
+    out = np.empty_like(images)
+    _hsv_adjust(images, float(factor), float(offset), 0.0, out)
+    return out
 
 
 def contrast(images: np.ndarray, severity: int, rngs=None) -> np.ndarray:
@@ -152,47 +217,6 @@ _AB_BITS, _INTER_BITS = 10, 5
 _AB_SCALE, _INTER_TAB = 1 << _AB_BITS, 1 << _INTER_BITS
 
 
-def _reflect101_formula(index: np.ndarray, n: int) -> np.ndarray:
-    if n == 1:
-        return np.zeros_like(index)
-    period = 2 * n - 2
-    index = np.abs(index) % period
-    return np.where(index >= n, period - index, index)
-
-
-def _reflect_half_formula(index: np.ndarray, n: int) -> np.ndarray:
-    index = index % (2 * n)
-    return np.where(index >= n, 2 * n - 1 - index, index)
-
-
-def _fold(index: np.ndarray, n: int, formula) -> np.ndarray:
-    """Map out-of-range indices back into 0..n-1 with ``formula``; a lookup table covers the usual
-    range (integer modulo over whole arrays is slow)."""
-    low, high = -2 * n, 3 * n
-    if index.size and (index.min() < low or index.max() >= high):
-        return formula(index, n)
-    table = formula(np.arange(low, high), n)
-    return table[index - low]
-
-
-def _reflect101(index: np.ndarray, n: int) -> np.ndarray:
-    """OpenCV BORDER_REFLECT_101 (gfedcb|abcdefgh|gfedcba): -1 -> 1, n -> n - 2."""
-    return _fold(index, n, _reflect101_formula)
-
-
-def _reflect_half(index: np.ndarray, n: int) -> np.ndarray:
-    """SciPy mode 'reflect' (dcba|abcd|dcba): -1 -> 0, n -> n - 1."""
-    return _fold(index, n, _reflect_half_formula)
-
-
-def _gather(images: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """images[i, rows[i], cols[i]] for (N, H, W) index arrays, through one flat take (faster than
-    fancy indexing on three axes)."""
-    n, height, width, channels = images.shape
-    flat = (np.arange(n)[:, None, None] * height + rows) * width + cols
-    return np.take(images.reshape(-1, channels), flat, axis=0)
-
-
 def affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """cv2.getAffineTransform for a batch: (N, 3, 2) point pairs -> (N, 2, 3) matrices mapping src to dst."""
     src = src.astype(np.float64)
@@ -228,22 +252,59 @@ def warp_affine_reflect101(images: np.ndarray, matrices: np.ndarray) -> np.ndarr
     round_delta = _AB_SCALE // _INTER_TAB // 2
     x0 = np.rint((inv[:, 0, 1, None] * rows + inv[:, 0, 2, None]) * _AB_SCALE).astype(np.int64) + round_delta
     y0 = np.rint((inv[:, 1, 1, None] * rows + inv[:, 1, 2, None]) * _AB_SCALE).astype(np.int64) + round_delta
-    shift = _AB_BITS - _INTER_BITS
-    x = (x0[:, :, None] + adelta[:, None, :]) >> shift  # (N, H, W) in 1/32 pixel
-    y = (y0[:, :, None] + bdelta[:, None, :]) >> shift
-    fx = (x & (_INTER_TAB - 1)).astype(np.float32) / np.float32(_INTER_TAB)
-    fy = (y & (_INTER_TAB - 1)).astype(np.float32) / np.float32(_INTER_TAB)
-    x, y = x >> _INTER_BITS, y >> _INTER_BITS
-    one = np.float32(1)
-    weights = [(one - fy) * (one - fx), (one - fy) * fx, fy * (one - fx), fy * fx]
-    xs = (_reflect101(x, width), _reflect101(x + 1, width))
-    ys = (_reflect101(y, height), _reflect101(y + 1, height))
-    corners = [_gather(images, ys[0], xs[0]), _gather(images, ys[0], xs[1]),
-               _gather(images, ys[1], xs[0]), _gather(images, ys[1], xs[1])]
-    out = corners[0] * weights[0][..., None]
-    for corner, weight in zip(corners[1:], weights[1:]):
-        out = out + corner * weight[..., None]
+    out = np.empty(images.shape, dtype=np.float32)
+    _warp_bilinear(np.ascontiguousarray(images, dtype=np.float32), x0, y0, adelta, bdelta, out)
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _reflect101_index(i, n):
+    """OpenCV BORDER_REFLECT_101 (gfedcb|abcdefgh|gfedcba) of one index: -1 -> 1, n -> n - 2."""
+    if n == 1:
+        return 0
+    period = 2 * n - 2
+    i = abs(i) % period
+    return period - i if i >= n else i
+
+
+@numba.njit(cache=True, nogil=True)
+def _reflect_half_index(i, n):
+    """SciPy mode 'reflect' (dcba|abcd|dcba) of one index: -1 -> 0, n -> n - 1 (Python's modulo:
+    never negative)."""
+    i = i % (2 * n)
+    return 2 * n - 1 - i if i >= n else i
+
+
+@numba.njit(cache=True, nogil=True)
+def _warp_bilinear(images, x0, y0, adelta, bdelta, out):
+    """The per-pixel part of ``warp_affine_reflect101``: fixed-point source position, 1/32-pixel
+    bilinear weights and the float32 blend of the 4 neighbours, in OpenCV's order."""
+    n_images, height, width, channels = images.shape
+    shift = _AB_BITS - _INTER_BITS
+    mask = _INTER_TAB - 1
+    one = np.float32(1)
+    tab = np.float32(_INTER_TAB)
+    for n in range(n_images):
+        for y in range(height):
+            for x in range(width):
+                sx = (x0[n, y] + adelta[n, x]) >> shift  # in 1/32 pixel
+                sy = (y0[n, y] + bdelta[n, x]) >> shift
+                fx = np.float32(sx & mask) / tab
+                fy = np.float32(sy & mask) / tab
+                sx >>= _INTER_BITS
+                sy >>= _INTER_BITS
+                w00 = (one - fy) * (one - fx)
+                w01 = (one - fy) * fx
+                w10 = fy * (one - fx)
+                w11 = fy * fx
+                xa, xb = _reflect101_index(sx, width), _reflect101_index(sx + 1, width)
+                ya, yb = _reflect101_index(sy, height), _reflect101_index(sy + 1, height)
+                for c in range(channels):
+                    v = images[n, ya, xa, c] * w00
+                    v = v + images[n, ya, xb, c] * w01
+                    v = v + images[n, yb, xa, c] * w10
+                    v = v + images[n, yb, xb, c] * w11
+                    out[n, y, x, c] = v
 
 
 def map_coordinates_reflect(images: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -252,15 +313,33 @@ def map_coordinates_reflect(images: np.ndarray, rows: np.ndarray, cols: np.ndarr
     ``images``: (N, H, W, C); ``rows``, ``cols``: float64 (N, H, W) sample positions. Computes in
     float64 and returns the input's dtype, as SciPy does.
     """
-    n, height, width, _ = images.shape
-    r0, c0 = np.floor(rows), np.floor(cols)
-    tr, tc = (rows - r0)[..., None], (cols - c0)[..., None]
-    r0, c0 = r0.astype(np.int64), c0.astype(np.int64)
-    rs = (_reflect_half(r0, height), _reflect_half(r0 + 1, height))
-    cs = (_reflect_half(c0, width), _reflect_half(c0 + 1, width))
-    out = ((1 - tr) * (1 - tc) * _gather(images, rs[0], cs[0]) + (1 - tr) * tc * _gather(images, rs[0], cs[1])
-           + tr * (1 - tc) * _gather(images, rs[1], cs[0]) + tr * tc * _gather(images, rs[1], cs[1]))
-    return out.astype(images.dtype)
+    out = np.empty(images.shape, dtype=images.dtype)
+    _map_bilinear(np.ascontiguousarray(images), np.ascontiguousarray(rows, dtype=np.float64),
+                  np.ascontiguousarray(cols, dtype=np.float64), out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _map_bilinear(images, rows, cols, out):
+    """The per-pixel loop of ``map_coordinates_reflect``: float64 weights and sum in numpy's order
+    ((1 - tr) * (1 - tc) * v00 + (1 - tr) * tc * v01 + ...), stored in ``out``'s dtype."""
+    n_images, height, width, channels = images.shape
+    for n in range(n_images):
+        for y in range(height):
+            for x in range(width):
+                r0 = np.floor(rows[n, y, x])
+                c0 = np.floor(cols[n, y, x])
+                tr = rows[n, y, x] - r0
+                tc = cols[n, y, x] - c0
+                ri, ci = np.int64(r0), np.int64(c0)
+                ra, rb = _reflect_half_index(ri, height), _reflect_half_index(ri + 1, height)
+                ca, cb = _reflect_half_index(ci, width), _reflect_half_index(ci + 1, width)
+                for c in range(channels):
+                    v = (1 - tr) * (1 - tc) * np.float64(images[n, ra, ca, c])
+                    v = v + (1 - tr) * tc * np.float64(images[n, ra, cb, c])
+                    v = v + tr * (1 - tc) * np.float64(images[n, rb, ca, c])
+                    v = v + tr * tc * np.float64(images[n, rb, cb, c])
+                    out[n, y, x, c] = v
 
 
 def elastic_transform(images: np.ndarray, severity: int, rngs) -> np.ndarray:
