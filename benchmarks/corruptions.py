@@ -35,25 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from robustgsl.corruptions import CORRUPTIONS, available_corruptions, corrupt, resolve_corruptions  # noqa: E402
 from robustgsl.corruptions.dataset import (  # noqa: E402
     DEFAULT_CHUNK_SIZE, keep_freed_memory, write_corruption_dataset)
+from robustgsl.data import photo_crops as natural_images  # noqa: E402
 
 REFERENCE_SINGLE_CORE_MINUTES = 22.0  # make_cifar_c.py on one core, as measured for issue 3
 TARGET_MINUTES = 2.0
 FULL_TEST_SET = 10_000
-
-
-def natural_images(n: int, seed: int = 0) -> np.ndarray:
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
-
-    rs = np.random.RandomState(seed)
-    photos = load_sample_images().images
-    crops = []
-    for i in range(n):
-        photo = photos[i % 2]
-        side = rs.randint(40, 200)
-        y, x = rs.randint(0, photo.shape[0] - side), rs.randint(0, photo.shape[1] - side)
-        crops.append(np.asarray(Image.fromarray(photo[y:y + side, x:x + side]).resize((32, 32), Image.BILINEAR)))
-    return np.stack(crops)
 
 
 def per_corruption(images: np.ndarray, names, single: int) -> list[tuple[str, float, float]]:

@@ -3,8 +3,6 @@ registered corruption (a name another module has not registered yet is skipped).
 
 import numpy as np
 import pytest
-from PIL import Image
-from sklearn.datasets import load_sample_images
 
 from robustgsl.corruptions import (
     ALL_CORRUPTIONS,
@@ -18,19 +16,7 @@ from robustgsl.corruptions import (
 )
 from robustgsl.corruptions.rng import image_rng
 from robustgsl.errors import InputError
-
-
-def natural_images(n: int, seed: int = 0) -> np.ndarray:
-    """CIFAR-like 32x32 crops of scikit-learn's two bundled photographs."""
-    rs = np.random.RandomState(seed)
-    photos = load_sample_images().images
-    crops = []
-    for i in range(n):
-        photo = photos[i % 2]
-        side = rs.randint(40, 200)
-        y, x = rs.randint(0, photo.shape[0] - side), rs.randint(0, photo.shape[1] - side)
-        crops.append(np.asarray(Image.fromarray(photo[y:y + side, x:x + side]).resize((32, 32), Image.BILINEAR)))
-    return np.stack(crops)
+from robustgsl.data import photo_crops as natural_images
 
 
 IMAGES = natural_images(8)
