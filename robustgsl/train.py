@@ -72,16 +72,15 @@ def batch_errors(loss_name: str, outputs: torch.Tensor, labels: torch.Tensor) ->
 
 
 @torch.no_grad()
-def predict_outputs(model, images: torch.Tensor, device: torch.device, amp: bool, channels_last: bool,
-                    embed: bool = False) -> torch.Tensor:
-    """Model outputs (or embeddings) of uint8 (N, 3, H, W) images, in eval mode, in float32."""
+def predict_outputs(model, images: torch.Tensor, device: torch.device, amp: bool, channels_last: bool) -> torch.Tensor:
+    """Model outputs of uint8 (N, 3, H, W) images, in float32 (the caller sets eval mode)."""
     chunks = []
     for start in range(0, len(images), _EVAL_BATCH):
         batch = to_float(images[start:start + _EVAL_BATCH].to(device))
         if channels_last and device.type == "cuda":
             batch = batch.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
-            out = model.embed(batch) if embed else model(batch)
+            out = model(batch)
         chunks.append(out.float())
     return torch.cat(chunks)
 
