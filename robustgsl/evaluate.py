@@ -346,13 +346,11 @@ def evaluate(
         "wall_times": {m.name: round(m.wall_time_s, 2) for m in models} | {"total": round(time.time() - started, 2)},
         "grid_image_index": grid_image_index,
     })
-    undefined = summary[summary.get("relative_mce_corruptions", len(names)) < len(names)] \
-        if "relative_mce_corruptions" in summary else summary.iloc[0:0]
-    if len(undefined):
+    averaged = summary["relative_mce_corruptions"].min() if "relative_mce_corruptions" in summary else len(names)
+    if averaged < len(names):
         log(f"note: under some corruptions the baseline's errors average out to its clean error (too few test "
             f"images or too robust a baseline), so their relative CE is undefined and left out of relative MCE: "
-            f"averaged over "
-            f"{int(undefined['relative_mce_corruptions'].min())} of {len(names)} corruptions")
+            f"averaged over {int(averaged)} of {len(names)} corruptions")
     for record in summary.to_dict("records"):
         mce = "" if pd.isna(record.get("mce")) else f"  MCE {record['mce']:.2f}  relative MCE {record['relative_mce']:.2f}"
         log(f"{record['model']}/{record['head']}: clean error {record['clean_error']:.2%}{mce}")

@@ -165,7 +165,5 @@ def find_last_pair(runs_root: str | Path = "runs") -> list[Path]:
             f"no run folders given and {marker} does not exist: run `robustgsl train-both` first, "
             f"or pass run folders to evaluate"
         )
-    pair = Path(marker.read_text().strip())
-    if not pair.is_absolute():
-        pair = Path(runs_root).parent / pair if not pair.exists() else pair
+    pair = Path(marker.read_text().strip())  # train_both records the resolved (absolute) path
     return [pair / "ce", pair / "gsl"]
