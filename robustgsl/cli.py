@@ -2,11 +2,17 @@
 
 The library never parses arguments or prints; this module turns options into calls and
 library messages (passed through ``log`` callbacks) into lines on the terminal.
+
+The options of ``train``, ``train-both`` and ``evaluate`` are built from the field metadata of
+``TrainConfig`` and ``EvalConfig`` (robustgsl/config.py): name, help, default, and the parser that turns
+the text into a value. They are built when a command first needs them, because importing the configs
+imports torch, which ``corrupt`` and its worker processes (which import this module) do without.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 import click
 
@@ -32,201 +38,187 @@ class _Group(click.Group):
             sys.exit(1)
 
 
+class _ConfigCommand(click.Command):
+    """A command whose options ``make_params()`` builds from config metadata the first time they are needed."""
+
+    def __init__(self, *args, make_params: Callable[[], list[click.Parameter]], **kwargs):
+        super().__init__(*args, **kwargs)
+        self._make_params = make_params
+
+    def get_params(self, ctx):
+        if self._make_params is not None:
+            self.params = [*self._make_params(), *self.params]
+            self._make_params = None
+        return super().get_params(ctx)
+
+
+class _OptionValue(click.ParamType):
+    """Text -> value through the option's own parser (``robustgsl.options``), as a sweep would parse it."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.name = _metavar(spec)
+
+    def convert(self, value, param, ctx):
+        from robustgsl.options import parse_text
+
+        if not isinstance(value, str):
+            return value
+        try:
+            return parse_text(self.spec, value)
+        except InputError as error:
+            self.fail(str(error), param, ctx)
+
+
+_METAVARS = {int: "INTEGER", float: "FLOAT", str: "TEXT", list: "INTEGER,...", tuple: "NAME,..."}
+
+
+def _metavar(spec) -> str:
+    if spec.metavar:
+        return spec.metavar
+    if spec.choices:
+        return "[" + "|".join(spec.choices) + "]"
+    return _METAVARS[spec.value_type]
+
+
+def _option(spec, default, default_text: str | None, **extra) -> click.Option:
+    """The click option of one config field; ``default_text`` is shown in brackets after the help."""
+    help_text = f"{spec.help} [{default_text}]" if default_text else spec.help
+    if spec.is_flag and default is False:  # a plain flag: off unless given
+        return click.Option([spec.flag, spec.name], is_flag=True, help=help_text, **extra)
+    if spec.is_flag:
+        return click.Option([f"{spec.flag}/--no-{spec.flag[2:]}", spec.name], default=default, help=help_text,
+                            **extra)
+    if spec.folder:
+        return click.Option([spec.flag, spec.name], type=click.Path(file_okay=False), default=default,
+                            help=help_text, **extra)
+    return click.Option([spec.flag, spec.name], type=_OptionValue(spec), default=default, metavar=_metavar(spec),
+                        help=help_text, **extra)
+
+
+def _spec(specs, name: str):
+    return next(spec for spec in specs if spec.name == name)
+
+
+def _default_text(spec) -> str | None:
+    """The bracketed default of an option whose click default is the field's own (none for a plain flag)."""
+    from robustgsl.options import format_value
+
+    return None if spec.is_flag and not spec.default else format_value(spec.default, spec.default_text)
+
+
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="robustgsl")
 def main() -> None:
     """Train CE and graph-smoothness-loss models, corrupt test sets, evaluate, report."""
 
 
-def _parse_k(value: str | None):
-    if value is None or value.lower() in ("max", "maximum", "none"):
-        return None
-    try:
-        k = int(value)
-    except ValueError:
-        raise InputError(f"k must be a positive integer or 'max', got {value!r}") from None
-    if k < 1:
-        raise InputError(f"k must be >= 1 (or 'max' for the complete graph), got {k}")
-    return k
+# --- training -------------------------------------------------------------------------------------
+
+# Options of the training call that are not part of the recipe (robustgsl.train.train's keywords).
+_RUN_OPTIONS = ("data_dir", "download", "device")
 
 
-def _parse_int_list(value: str | None, what: str):
-    if value is None:
-        return None
-    try:
-        return [int(item) for item in value.split(",") if item.strip()]
-    except ValueError:
-        raise InputError(f"{what} must be comma-separated integers, got {value!r}") from None
+def _preset_default_text(spec) -> str:
+    """'200' when both presets agree, else 'paper: 200, demo: 30' (for the paper preset's own data set)."""
+    from robustgsl.config import PRESETS, preset_values
+    from robustgsl.options import format_value
+
+    texts = {preset: format_value(preset_values(preset, None).get(spec.name, spec.default), spec.default_text)
+             for preset in PRESETS}
+    if len(set(texts.values())) == 1:
+        return texts[PRESETS[0]]
+    return ", ".join(f"{preset}: {text}" for preset, text in texts.items())
 
 
-_TRAIN_OPTIONS = [
-    click.option("--preset", default="paper", show_default=True,
-                 help="paper (Bontonou et al. 2019: 200 epochs, batch 100, SGD Nesterov, lr 0.1 /10 at 100 and 150; "
-                      "Adam 1e-3 for CIFAR-100) or demo (digits, narrow model, a few epochs on CPU)."),
-    click.option("--dataset", default=None, help="cifar10, cifar100, svhn or digits [paper: cifar10, demo: digits]."),
-    click.option("--data-dir", default=None, type=click.Path(file_okay=False),
-                 help="Folder holding the released data set files (default: ./data)."),
-    click.option("--download/--no-download", default=True, show_default=True,
-                 help="Download a missing data set with torchvision."),
-    click.option("--epochs", type=int, default=None),
-    click.option("--batch-size", type=int, default=None, help="Per-process batch (the GSL graph size)."),
-    click.option("--optimizer", default=None, help="sgd or adam."),
-    click.option("--lr", type=float, default=None),
-    click.option("--momentum", type=float, default=None),
-    click.option("--nesterov/--no-nesterov", default=None),
-    click.option("--weight-decay", type=float, default=None),
-    click.option("--milestones", default=None, help="Epochs at which the lr is multiplied by gamma, e.g. 100,150."),
-    click.option("--gamma", type=float, default=None),
-    click.option("--k", "k", default=None, help="GSL graph neighbours per example, or 'max' (complete graph) [max]."),
-    click.option("--alpha", type=float, default=None, help="GSL edge weight exp(-alpha * distance) [2]."),
-    click.option("--gsl-reduction", default=None, help="GSL loss over a batch: mean (sum / batch size) or sum (Definition 1 as written) [mean]."),
-    click.option("--embedding-dim", type=int, default=None, help="GSL output dimension d [number of classes]."),
-    click.option("--normalization", default=None, help="GSL output normalisation: l2 or batchnorm [l2]."),
-    click.option("--width", type=float, default=None, help="Channel multiplier of PreActResNet-18 [1]."),
-    click.option("--seed", type=int, default=None),
-    click.option("--val-size", type=int, default=None,
-                 help="Training images held out for the per-epoch validation error (0: monitor a test slice)."),
-    click.option("--augment/--no-augment", default=None),
-    click.option("--amp/--no-amp", default=None, help="bf16 autocast on CUDA [on]."),
-    click.option("--channels-last/--no-channels-last", default=None, help="channels_last on CUDA [on]."),
-    click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the model [on for CUDA, off on the CPU; falls back to eager with a message]."),
-    click.option("--graph", default=None,
-                 help="Under torchrun: GSL graph per rank (local) or over the gathered global batch (global)."),
-    click.option("--sync-batchnorm/--no-sync-batchnorm", default=None, help="SyncBatchNorm under torchrun [off]."),
-    click.option("--device", default=None, help="cpu, cuda or cuda:N [cuda when available]."),
-    click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint."),
-    click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines."),
-]
+def _training_params(out_help: str, with_loss: bool) -> Callable[[], list[click.Parameter]]:
+    def make() -> list[click.Parameter]:
+        from robustgsl.config import EVAL_OPTIONS, TRAIN_OPTIONS
+
+        params = [_option(_spec(TRAIN_OPTIONS, "loss"), None, None, required=True)] if with_loss else []
+        params.append(click.Option(["--out"], default=None, help=out_help))
+        # None = not given: the preset (then the dataclass default) decides.
+        params += [_option(spec, None, _preset_default_text(spec)) for spec in TRAIN_OPTIONS if spec.cli]
+        params += [_option(spec, spec.default, _default_text(spec))
+                   for spec in (_spec(EVAL_OPTIONS, name) for name in _RUN_OPTIONS)]
+        params.append(click.Option(["--resume"], is_flag=True, help="Continue the run in --out from its checkpoint."))
+        params.append(click.Option(["--quiet"], is_flag=True, help="No progress bars or per-epoch lines."))
+        return params
+
+    return make
 
 
-def _train_options(function):
-    for option in reversed(_TRAIN_OPTIONS):
-        function = option(function)
-    return function
+def _split_options(options: dict) -> tuple[dict, dict]:
+    """(recipe values given on the command line, keywords of the training call)."""
+    from robustgsl.config import TRAIN_OPTIONS
+
+    recipe = {spec.name: options.pop(spec.name) for spec in TRAIN_OPTIONS if spec.cli}
+    quiet = options.pop("quiet")
+    run = dict(options, quiet=quiet, log=None if quiet else _echo, command_line=sys.argv)
+    return {name: value for name, value in recipe.items() if value is not None}, run
 
 
-def _make_config(loss: str, options: dict):
-    from robustgsl.config import make_config
-
-    return make_config(
-        loss,
-        preset=options["preset"],
-        dataset=options["dataset"],
-        name=options.get("name") or loss,
-        epochs=options["epochs"], batch_size=options["batch_size"], optimizer=options["optimizer"],
-        lr=options["lr"], momentum=options["momentum"], nesterov=options["nesterov"],
-        weight_decay=options["weight_decay"],
-        milestones=_parse_int_list(options["milestones"], "milestones"), gamma=options["gamma"],
-        k=_parse_k(options["k"]) if options["k"] is not None else None, alpha=options["alpha"],
-        gsl_reduction=options["gsl_reduction"],
-        embedding_dim=options["embedding_dim"], normalization=options["normalization"], width=options["width"],
-        seed=options["seed"], val_size=options["val_size"], augment=options["augment"], amp=options["amp"],
-        channels_last=options["channels_last"], compile=options["compile_"], graph=options["graph"],
-        sync_batchnorm=options["sync_batchnorm"],
-    )
-
-
-def _train_kwargs(options: dict) -> dict:
-    return dict(
-        data_dir=options["data_dir"], download=options["download"], device=options["device"],
-        resume=options["resume"], quiet=options["quiet"], log=None if options["quiet"] else _echo,
-        command_line=sys.argv,
-    )
-
-
-def _default_run_dir(options: dict, suffix: str | None) -> str:
-    from robustgsl.config import preset_values
-
-    dataset = options["dataset"] or preset_values(options["preset"], None)["dataset"]
-    seed = options["seed"] if options["seed"] is not None else 0
-    base = "runs/demo" if options["preset"] == "demo" else f"runs/{dataset}-{options['preset']}-seed{seed}"
+def _default_run_dir(config, suffix: str | None) -> str:
+    base = "runs/demo" if config.preset == "demo" else f"runs/{config.dataset}-{config.preset}-seed{config.seed}"
     return f"{base}/{suffix}" if suffix else base
 
 
-@main.command()
-@click.option("--loss", required=True, help="ce (cross-entropy, argmax head) or gsl (graph smoothness loss).")
-@click.option("--out", default=None, help="Run folder [runs/<dataset>-<preset>-seed<seed>/<loss>].")
-@_train_options
+@main.command(cls=_ConfigCommand, make_params=_training_params(
+    "Run folder [runs/<dataset>-<preset>-seed<seed>/<loss>].", with_loss=True))
 def train(loss: str, out: str | None, **options) -> None:
     """Train one PreActResNet-18 with cross-entropy or the graph smoothness loss."""
+    from robustgsl.config import make_config
+    from robustgsl.distributed import is_main_process, shutdown
     from robustgsl.train import train as train_run
 
-    if loss not in ("ce", "gsl"):
-        raise InputError(f"unknown loss {loss!r}; valid: ce, gsl")
-    config = _make_config(loss, options)
-    run_dir = out or _default_run_dir(options, loss)
-    from robustgsl.distributed import is_main_process, shutdown
-
+    recipe, run = _split_options(options)
+    config = make_config(loss, **recipe)
+    run_dir = out or _default_run_dir(config, loss)
     try:
-        train_run(config, run_dir, **_train_kwargs(options))
+        train_run(config, run_dir, **run)
     finally:
         shutdown()
-    if not options["quiet"] and is_main_process():
+    if not run["quiet"] and is_main_process():
         _echo(f"run folder: {run_dir}")
 
 
-@main.command("train-both")
-@click.option("--out", default=None, help="Folder of the pair: <out>/ce and <out>/gsl [runs/<dataset>-<preset>-seed<seed>].")
-@_train_options
+@main.command("train-both", cls=_ConfigCommand, make_params=_training_params(
+    "Folder of the pair: <out>/ce and <out>/gsl [runs/<dataset>-<preset>-seed<seed>].", with_loss=False))
 def train_both(out: str | None, **options) -> None:
     """Train the CE and the GSL model with the same data, seed and recipe."""
+    from robustgsl.config import make_config
+    from robustgsl.distributed import is_main_process, shutdown
     from robustgsl.train import train_both as train_pair
 
-    configs = {loss: _make_config(loss, options) for loss in ("ce", "gsl")}
-    out_dir = out or _default_run_dir(options, None)
-    from robustgsl.distributed import is_main_process, shutdown
-
+    recipe, run = _split_options(options)
+    configs = {loss: make_config(loss, **recipe) for loss in ("ce", "gsl")}
+    out_dir = out or _default_run_dir(configs["ce"], None)
     try:
-        paths = train_pair(configs, out_dir, runs_root="runs", **_train_kwargs(options))
+        paths = train_pair(configs, out_dir, runs_root="runs", **run)
     finally:
         shutdown()
-    if not options["quiet"] and is_main_process():
+    if not run["quiet"] and is_main_process():
         _echo("run folders: " + ", ".join(str(p) for p in paths))
 
 
-@main.command()
-@click.argument("run_dirs", nargs=-1, type=click.Path(file_okay=False))
-@click.option("--out", default=None, help="Evaluation folder [reports/<name of the runs' parent folder>].")
-@click.option("--corruption-dir", default=None, type=click.Path(file_okay=False),
-              help="Corruption data: a folder made by `robustgsl corrupt` or a released CIFAR-10-C / CIFAR-100-C "
-                   "folder. Default: corruptions/<DATASET>-C, generated when missing or incomplete.")
-@click.option("--corruptions", default="all", show_default=True,
-              help="all (the 15), extra (the 4 extra ones) or a comma-separated list.")
-@click.option("--severities", default="1,2,3,4,5", show_default=True)
-@click.option("--heads", default=None,
-              help="Comma-separated heads among argmax, 1nn, 10nn, svc [all that apply; argmax for CE only].")
-@click.option("--baseline", default=None, help="MODEL/HEAD that scores 100 in MCE [ce/argmax].")
-@click.option("--svc-train-size", default=None, type=int,
-              help="Stratified, seeded subset of training embeddings the SVC is fitted on [10000; 0 = all].")
-@click.option("--bootstrap", "n_bootstrap", default=1000, show_default=True, type=int,
-              help="Paired-bootstrap resamples for the 95 % intervals.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the bootstrap and the SVC subset.")
-@click.option("--corruption-seed", default=0, show_default=True, type=int,
-              help="Seed of the corruption data generated when the folder is missing or incomplete.")
-@click.option("--data-dir", default=None, type=click.Path(file_okay=False))
-@click.option("--download/--no-download", default=True, show_default=True)
-@click.option("--device", default=None, help="cpu, cuda or cuda:N [cuda when available].")
-@click.option("--workers", default=None, type=int, help="Processes for generating corruptions [all cores].")
-@click.option("--grid-image", default=0, show_default=True, type=int, help="Test image shown in the corruption grid.")
-@click.option("--no-report", is_flag=True, help="Write the tables only.")
-@click.option("--quiet", is_flag=True)
-def evaluate(run_dirs, out, corruption_dir, corruptions, severities, heads, baseline, svc_train_size, n_bootstrap,
-             seed, corruption_seed, data_dir, download, device, workers, grid_image, no_report, quiet) -> None:
-    """Clean error, MCE and relative MCE of trained runs [default: the last train-both pair]."""
-    from robustgsl.evaluate import evaluate as run_evaluation
-    from robustgsl.heads import DEFAULT_SVC_TRAIN_SIZE
+# --- evaluation -----------------------------------------------------------------------------------
 
-    if svc_train_size is None:
-        svc_train_size = DEFAULT_SVC_TRAIN_SIZE
-    out_dir = run_evaluation(
-        list(run_dirs) or None, out_dir=out, corruption_dir=corruption_dir, corruptions=corruptions,
-        severities=severities, heads=heads.split(",") if heads else None, baseline=baseline,
-        svc_train_size=svc_train_size or None, n_bootstrap=n_bootstrap, seed=seed,
-        corruption_seed=corruption_seed, data_dir=data_dir,
-        download=download, device=device, workers=workers, grid_image_index=grid_image, report=not no_report,
-        quiet=quiet, log=None if quiet else _echo,
-    )
-    if not no_report:
+def _evaluation_params() -> list[click.Parameter]:
+    from robustgsl.config import EVAL_OPTIONS
+
+    return [_option(spec, spec.default, _default_text(spec)) for spec in EVAL_OPTIONS]
+
+
+@main.command(cls=_ConfigCommand, make_params=_evaluation_params)
+@click.argument("run_dirs", nargs=-1, type=click.Path(file_okay=False))
+def evaluate(run_dirs, **options) -> None:
+    """Clean error, MCE and relative MCE of trained runs [default: the last train-both pair]."""
+    from robustgsl.config import EvalConfig
+    from robustgsl.evaluate import evaluate as run_evaluation
+
+    config = EvalConfig(**options)
+    out_dir = run_evaluation(list(run_dirs) or None, config, log=None if config.quiet else _echo)
+    if config.report:
         click.echo(f"report: {out_dir / 'index.html'}")
 
 
@@ -242,7 +234,8 @@ def report(eval_dir, out, title) -> None:
     click.echo(f"report: {path}")
 
 
-# --- corrupt command (owned by robustgsl/corruptions) ---
+# --- corruptions ----------------------------------------------------------------------------------
+
 @main.command()
 @click.option("--dataset", default="cifar10", show_default=True, help="cifar10, cifar100 or digits (test split).")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),
@@ -295,4 +288,3 @@ def corrupt(dataset, data_dir, download, out, corruptions, severities, seed, wor
         sys.exit(1)
     log(f"{out_dir}: {len(names)} corruptions x severities {list(severity_list)} x {len(images)} images "
         f"(seed {seed}); manifest {out_dir / 'manifest.json'}")
-# --- end corrupt command ---

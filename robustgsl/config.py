@@ -1,4 +1,9 @@
-"""Training configurations as plain values, and the presets they start from.
+"""Configurations as plain values: training (``TrainConfig``, with its presets) and evaluation (``EvalConfig``).
+
+Each field is declared once, with its help text and parser (``robustgsl.options.setting``): the CLI's
+options, the report's hyperparameter labels and ``parse_option_value`` all come from these declarations.
+Validation is pure and lives here (``validate_config``, ``validate_eval_config``); derived values (the GSL
+embedding dimension) are filled in by ``make_config`` / ``resolve_config``.
 
 The ``paper`` preset is the recipe of Bontonou et al. (2019), section 4: PreActResNet-18, 200 epochs,
 batch 100, SGD with Nesterov momentum 0.9, learning rate 0.1 divided by 10 at epochs 100 and 150,
@@ -9,62 +14,92 @@ GSL: k = batch size - 1 (the complete graph, "maximum k"), alpha = 2, d = number
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
+from robustgsl.corruptions import parse_severities, resolve_corruptions
 from robustgsl.data import DATASETS, dataset_info
 from robustgsl.errors import InputError
+from robustgsl.heads import DEFAULT_SVC_TRAIN_SIZE, validate_head_name
 from robustgsl.models import NORMALIZATIONS
+from robustgsl.options import OptionSpec, ParseError, option_specs, parse_int, parse_text, setting
 
 LOSSES = ("ce", "gsl")
 OPTIMIZERS = ("sgd", "adam")
 PRESETS = ("paper", "demo")
 GRAPH_MODES = ("local", "global")
+GSL_REDUCTIONS = ("mean", "sum")
+
+
+def parse_k(text: str) -> int | None:
+    """GSL neighbours: an integer, or 'max' (None: the complete graph)."""
+    if text.strip().lower() in ("max", "maximum", "none"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ParseError("a positive integer or 'max'") from None
 
 
 @dataclass
 class TrainConfig:
-    loss: str = "ce"
-    dataset: str = "cifar10"
-    preset: str = "paper"
-    name: str | None = None
-    epochs: int = 200
-    batch_size: int = 100
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 1e-4
-    milestones: list[int] = field(default_factory=lambda: [100, 150])
-    gamma: float = 0.1
-    # GSL: None = complete graph (k = batch size - 1).
-    k: int | None = None
-    alpha: float = 2.0
+    loss: str = setting("ce", "ce (cross-entropy, argmax head) or gsl (graph smoothness loss).", choices=LOSSES,
+                        cli=False)
+    dataset: str = setting("cifar10", "Training and test data.", choices=DATASETS)
+    preset: str = setting(
+        "paper", "paper (Bontonou et al. 2019: 200 epochs, batch 100, SGD Nesterov, lr 0.1 /10 at 100 and 150; "
+                 "Adam 1e-3 for CIFAR-100) or demo (digits, narrow model, a few epochs on CPU).", choices=PRESETS)
+    name: str | None = setting(None, "Name of the run in tables and reports.", default_text="the loss", cli=False)
+    epochs: int = setting(200, "Passes over the training set.")
+    batch_size: int = setting(100, "Per-process batch (the GSL graph size).")
+    optimizer: str = setting("sgd", "Optimiser.", choices=OPTIMIZERS)
+    lr: float = setting(0.1, "Learning rate.")
+    momentum: float = setting(0.9, "SGD momentum.")
+    nesterov: bool = setting(True, "Nesterov momentum (SGD).")
+    weight_decay: float = setting(1e-4, "L2 weight decay.")
+    milestones: list[int] = setting([100, 150], "Epochs at which the lr is multiplied by gamma, e.g. 100,150.",
+                                    metavar="EPOCH,...")
+    gamma: float = setting(0.1, "Learning-rate factor at each milestone.")
+    k: int | None = setting(None, "GSL graph neighbours per example, or 'max' (complete graph).", parse=parse_k,
+                            metavar="INTEGER|max", default_text="max")
+    alpha: float = setting(2.0, "GSL edge weight exp(-alpha * distance).")
     # The loss module's default is the sum (the paper's Definition 1). Training divides it by the batch
     # size: with the summed loss at the recipe's lr 0.1, SGD collapsed every embedding onto one point in
     # our runs (the final bias outgrows the weights), while the mean trains. "sum" restores Definition 1.
-    gsl_reduction: str = "mean"
-    # GSL output dimension d; None = number of classes.
-    embedding_dim: int | None = None
-    normalization: str = "l2"
-    width: float = 1.0
-    seed: int = 0
-    augment: bool = True
-    # Held-out slice of the training set for the per-epoch validation error; 0 = monitor a test slice.
-    val_size: int = 0
-    monitor_size: int = 1000
-    # References for the GSL 1-NN validation error (training images, no augmentation).
-    val_reference_size: int = 5000
+    gsl_reduction: str = setting("mean", "GSL loss over a batch: mean (sum / batch size) or sum (Definition 1 as "
+                                         "written).", choices=GSL_REDUCTIONS)
+    embedding_dim: int | None = setting(None, "GSL output dimension d.", default_text="number of classes")
+    normalization: str = setting("l2", "GSL output normalisation.", choices=NORMALIZATIONS)
+    width: float = setting(1.0, "Channel multiplier of PreActResNet-18.")
+    seed: int = setting(0, "Seed of the initial weights, data order and augmentation.")
+    augment: bool = setting(True, "Random crops (and flips where the data set allows them).")
+    val_size: int = setting(0, "Training images held out for the per-epoch validation error (0: monitor a test "
+                               "slice).")
+    monitor_size: int = setting(1000, "Test images monitored per epoch when --val-size is 0.")
+    val_reference_size: int = setting(5000, "Training images the GSL 1-NN validation error searches (no "
+                                            "augmentation).")
     # Faster execution on CUDA: bf16 autocast, channels_last, torch.compile (none change the recipe).
-    amp: bool = True
-    channels_last: bool = True
-    # None: on for CUDA (falls back to eager with a message if compilation fails), off on the CPU.
-    compile: bool | None = None
-    # Distributed (torchrun): one graph per rank ("local") or one over the gathered global batch.
-    graph: str = "local"
-    sync_batchnorm: bool = False
+    amp: bool = setting(True, "bf16 autocast on CUDA.")
+    channels_last: bool = setting(True, "channels_last memory format on CUDA.")
+    compile: bool | None = setting(None, "torch.compile the model (falls back to eager with a message).",
+                                   default_text="on for CUDA, off on the CPU")
+    graph: str = setting("local", "Under torchrun: GSL graph per rank (local) or over the gathered global batch "
+                                  "(global).", choices=GRAPH_MODES)
+    sync_batchnorm: bool = setting(False, "SyncBatchNorm under torchrun.")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+TRAIN_OPTIONS: tuple[OptionSpec, ...] = option_specs(TrainConfig)
+
+
+def parse_option_value(name: str, text: str) -> Any:
+    """The value of training option ``name`` written as text ("0.1", "max", "100,150", "off")."""
+    specs = {spec.name: spec for spec in TRAIN_OPTIONS}
+    if name not in specs:
+        raise InputError(f"unknown training option {name!r}; valid: {', '.join(specs)}")
+    return parse_text(specs[name], text)
 
 
 def preset_values(preset: str, dataset: str | None) -> dict:
@@ -90,49 +125,125 @@ def preset_values(preset: str, dataset: str | None) -> dict:
 
 
 def make_config(loss: str, preset: str = "paper", dataset: str | None = None, **overrides) -> TrainConfig:
-    """Resolve a preset, then apply the overrides that are not None, then validate."""
+    """Resolve a preset, then apply the overrides that are not None, then fill in derived values and validate."""
     values = preset_values(preset, dataset)
     values.update({key: value for key, value in overrides.items() if value is not None})
     unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise InputError(f"unknown configuration keys: {sorted(unknown)}")
     values.setdefault("name", loss)
-    config = TrainConfig(loss=loss, preset=preset, **values)
+    config = resolve_config(TrainConfig(loss=loss, preset=preset, **values))
     validate_config(config)
     return config
 
 
-def validate_config(config: TrainConfig) -> None:
-    def check(condition: bool, message: str) -> None:
-        if not condition:
-            raise InputError(message)
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """``config`` with its derived values filled in (GSL: d = number of classes unless given)."""
+    if config.loss == "gsl" and config.embedding_dim is None and config.dataset in DATASETS:
+        return dataclasses.replace(config, embedding_dim=dataset_info(config.dataset).num_classes)
+    return config
 
-    check(config.loss in LOSSES, f"unknown loss {config.loss!r}; valid: {', '.join(LOSSES)}")
-    check(config.dataset in DATASETS, f"unknown data set {config.dataset!r}; valid: {', '.join(DATASETS)}")
-    check(config.optimizer in OPTIMIZERS, f"unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-    check(config.normalization in NORMALIZATIONS,
-          f"unknown normalization {config.normalization!r}; valid: {', '.join(NORMALIZATIONS)}")
-    check(config.gsl_reduction in ("sum", "mean"),
-          f"unknown GSL reduction {config.gsl_reduction!r}; valid: sum, mean")
-    check(config.graph in GRAPH_MODES, f"unknown graph mode {config.graph!r}; valid: {', '.join(GRAPH_MODES)}")
-    check(config.epochs >= 1, f"epochs must be >= 1, got {config.epochs}")
-    check(config.batch_size >= 2, f"batch size must be >= 2, got {config.batch_size}")
-    check(config.lr > 0, f"learning rate must be > 0, got {config.lr}")
-    check(config.momentum >= 0, f"momentum must be >= 0, got {config.momentum}")
-    check(not (config.optimizer == "sgd" and config.nesterov and config.momentum == 0),
-          "Nesterov momentum needs --momentum > 0 (or pass --no-nesterov)")
-    check(config.seed >= 0, f"seed must be >= 0, got {config.seed}")
-    check(config.monitor_size >= 1, f"monitor size must be >= 1, got {config.monitor_size}")
-    check(config.val_reference_size >= 1, f"validation reference size must be >= 1, got {config.val_reference_size}")
-    check(config.weight_decay >= 0, f"weight decay must be >= 0, got {config.weight_decay}")
-    check(0 < config.gamma <= 1, f"gamma must be in (0, 1], got {config.gamma}")
-    check(all(m >= 1 for m in config.milestones), f"milestones must be epochs >= 1, got {config.milestones}")
-    check(config.k is None or config.k >= 1, f"k must be >= 1 (or 'max' for the complete graph), got {config.k}")
-    check(config.alpha > 0, f"alpha must be > 0, got {config.alpha}")
-    check(config.embedding_dim is None or config.embedding_dim >= 1,
-          f"embedding dimension must be >= 1, got {config.embedding_dim}")
-    check(config.width > 0, f"width must be > 0, got {config.width}")
-    check(config.val_size >= 0, f"val size must be >= 0, got {config.val_size}")
-    num_classes = dataset_info(config.dataset).num_classes
-    if config.loss == "gsl" and config.embedding_dim is None:
-        config.embedding_dim = num_classes
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise InputError(message)
+
+
+def validate_config(config: TrainConfig) -> None:
+    """Raise InputError naming the first bad value; changes nothing."""
+    _check(config.loss in LOSSES, f"unknown loss {config.loss!r}; valid: {', '.join(LOSSES)}")
+    _check(config.preset in PRESETS, f"unknown preset {config.preset!r}; valid: {', '.join(PRESETS)}")
+    _check(config.dataset in DATASETS, f"unknown data set {config.dataset!r}; valid: {', '.join(DATASETS)}")
+    _check(config.optimizer in OPTIMIZERS,
+           f"unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+    _check(config.normalization in NORMALIZATIONS,
+           f"unknown normalization {config.normalization!r}; valid: {', '.join(NORMALIZATIONS)}")
+    _check(config.gsl_reduction in GSL_REDUCTIONS,
+           f"unknown GSL reduction {config.gsl_reduction!r}; valid: {', '.join(GSL_REDUCTIONS)}")
+    _check(config.graph in GRAPH_MODES, f"unknown graph mode {config.graph!r}; valid: {', '.join(GRAPH_MODES)}")
+    _check(config.epochs >= 1, f"epochs must be >= 1, got {config.epochs}")
+    _check(config.batch_size >= 2, f"batch size must be >= 2, got {config.batch_size}")
+    _check(config.lr > 0, f"learning rate must be > 0, got {config.lr}")
+    _check(config.momentum >= 0, f"momentum must be >= 0, got {config.momentum}")
+    _check(not (config.optimizer == "sgd" and config.nesterov and config.momentum == 0),
+           "Nesterov momentum needs --momentum > 0 (or pass --no-nesterov)")
+    _check(config.seed >= 0, f"seed must be >= 0, got {config.seed}")
+    _check(config.monitor_size >= 1, f"monitor size must be >= 1, got {config.monitor_size}")
+    _check(config.val_reference_size >= 1,
+           f"validation reference size must be >= 1, got {config.val_reference_size}")
+    _check(config.weight_decay >= 0, f"weight decay must be >= 0, got {config.weight_decay}")
+    _check(0 < config.gamma <= 1, f"gamma must be in (0, 1], got {config.gamma}")
+    _check(all(m >= 1 for m in config.milestones), f"milestones must be epochs >= 1, got {config.milestones}")
+    _check(config.k is None or config.k >= 1,
+           f"k must be >= 1 (or 'max' for the complete graph), got {config.k}")
+    _check(config.alpha > 0, f"alpha must be > 0, got {config.alpha}")
+    _check(config.embedding_dim is None or config.embedding_dim >= 1,
+           f"embedding dimension must be >= 1, got {config.embedding_dim}")
+    _check(config.width > 0, f"width must be > 0, got {config.width}")
+    _check(config.val_size >= 0, f"val size must be >= 0, got {config.val_size}")
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+def parse_train_size(text: str) -> int | None:
+    """SVC training-set size: an integer, 0 meaning all (None)."""
+    return parse_int(text) or None
+
+
+@dataclass
+class EvalConfig:
+    out_dir: str | None = setting(None, "Evaluation folder.", flag="--out",
+                                  default_text="reports/<name of the runs' parent folder>")
+    corruption_dir: str | None = setting(
+        None, "Corruption data: a folder made by `robustgsl corrupt` or a released CIFAR-10-C / CIFAR-100-C "
+              "folder.", folder=True, default_text="corruptions/<DATASET>-C, generated when missing or incomplete")
+    corruptions: str = setting("all", "all (the 15), extra (the 4 extra ones) or a comma-separated list.")
+    severities: str = setting("1,2,3,4,5", "Severities, comma-separated.")
+    heads: tuple[str, ...] | None = setting(None, "Comma-separated heads among argmax, 1nn, 10nn, svc.",
+                                            default_text="all that apply; argmax for CE only")
+    baseline: str | None = setting(None, "MODEL/HEAD that scores 100 in MCE.", default_text="ce/argmax")
+    svc_train_size: int | None = setting(
+        DEFAULT_SVC_TRAIN_SIZE, "Stratified, seeded subset of training embeddings the SVC is fitted on (0: all).",
+        parse=parse_train_size, default_text="all")
+    n_bootstrap: int = setting(1000, "Paired-bootstrap resamples for the 95 % intervals.", flag="--bootstrap")
+    seed: int = setting(0, "Seed of the bootstrap and the SVC subset.")
+    corruption_seed: int = setting(0, "Seed of the corruption data generated when the folder is missing or "
+                                      "incomplete.")
+    data_dir: str | None = setting(None, "Folder holding the released data set files.", folder=True,
+                                   default_text="./data")
+    download: bool = setting(True, "Download a missing data set with torchvision.")
+    device: str | None = setting(None, "cpu, cuda or cuda:N.", default_text="cuda when available")
+    workers: int | None = setting(None, "Processes for generating corruptions.", default_text="all cores")
+    grid_image_index: int = setting(0, "Test image shown in the corruption grid.", flag="--grid-image")
+    report: bool = setting(True, "Write the HTML report (--no-report: the tables only).")
+    quiet: bool = setting(False, "No progress bars or progress lines.")
+
+
+EVAL_OPTIONS: tuple[OptionSpec, ...] = option_specs(EvalConfig)
+
+
+def parse_baseline(spec: str | None) -> tuple[str, str] | None:
+    """"MODEL/HEAD" -> (model, head)."""
+    if spec is None:
+        return None
+    parts = spec.split("/")
+    if len(parts) != 2 or not all(parts):
+        raise InputError(f"baseline must be MODEL/HEAD, e.g. ce/argmax, got {spec!r}")
+    return parts[0], parts[1]
+
+
+def validate_eval_config(config: EvalConfig) -> None:
+    """Raise InputError naming the first bad value; changes nothing. (Checks that need the runs or the data,
+    such as whether the baseline was evaluated, happen when they are loaded.)"""
+    resolve_corruptions(config.corruptions)
+    parse_severities(config.severities)
+    parse_baseline(config.baseline)
+    for head in config.heads or ():
+        validate_head_name(head)
+    _check(config.seed >= 0 and config.corruption_seed >= 0,
+           f"seeds must be >= 0, got --seed {config.seed} and --corruption-seed {config.corruption_seed}")
+    _check(config.n_bootstrap >= 1, f"bootstrap resamples must be >= 1, got {config.n_bootstrap}")
+    _check(config.svc_train_size is None or config.svc_train_size >= 2,
+           f"SVC training size must be >= 2, got {config.svc_train_size}")
+    _check(config.grid_image_index >= 0, f"grid image index must be >= 0, got {config.grid_image_index}")
+    _check(config.workers is None or config.workers >= 1, f"workers must be >= 1, got {config.workers}")

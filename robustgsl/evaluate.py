@@ -1,10 +1,12 @@
 """Evaluation: trained runs x heads x (clean + corrupted test sets) -> error tables, MCE, report.
 
-For every model the training images (no augmentation, eval mode) give the reference embeddings of the
-k-NN and SVC heads (cached in the run folder, keyed by the weights' SHA-256). The clean test set and
-each corruption file (streamed with ``mmap_mode``, one at a time) go through the model once; every head
-classifies the same outputs. Per-image correctness is kept so the paired bootstrap can resample test
-images. Tables are written atomically at the end, so an interrupted evaluation leaves no partial CSV.
+``evaluate`` reads as its steps: load (models, data, corruption files) -> fit heads -> score -> summarise
+-> write. For every model the training images (no augmentation, eval mode) give the reference
+embeddings of the k-NN and SVC heads (cached in the run folder, keyed by the weights' SHA-256). The clean
+test set and each corruption file (streamed with ``mmap_mode``, one at a time) go through the model
+once; every head classifies the same outputs. Per-image correctness is kept so the paired bootstrap can
+resample test images. Tables are written atomically at the end, so an interrupted evaluation leaves no
+partial CSV. The files of an evaluation folder are defined in robustgsl/schema/evaluation.py.
 """
 
 from __future__ import annotations
@@ -20,24 +22,34 @@ import pandas as pd
 import torch
 
 from robustgsl import runs
+from robustgsl.config import EvalConfig, parse_baseline, validate_eval_config
 from robustgsl.corruptions import CONSTANTS_SOURCE, SEVERITIES, parse_severities, resolve_corruptions
 from robustgsl.corruptions.dataset import (
     LABELS_NAME, default_out_dir, read_manifest, verify_corruption_dataset, write_corruption_dataset,
 )
 from robustgsl.data import load_dataset
+from robustgsl.device import infer, resolve_device
 from robustgsl.errors import InputError
-from robustgsl.heads import DEFAULT_SVC_TRAIN_SIZE, HEADS, KnnHead, make_head, validate_head_name
-from robustgsl.io import save_npy_atomic, sha256_file, write_csv_atomic, write_json_atomic, atomic_path
+from robustgsl.heads import HEADS, KnnHead, make_head
+from robustgsl.io import save_npy_atomic, save_npz_atomic, sha256_file, write_csv_atomic, write_json_atomic
 from robustgsl.metrics import (
     CLEAN, bootstrap_intervals, corruption_error_table, robustbench_table, summary_table,
 )
-from robustgsl.progress import progress
-from robustgsl.train import autocast, resolve_device
+from robustgsl.schema import names as column_names
+from robustgsl.schema.evaluation import (
+    CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_COLUMNS, ERRORS_FILE, EXAMPLES_FILE, RECORD_FILE,
+    ROBUSTBENCH_FILE, SUMMARY_FILE, embedding_array, summary_columns,
+)
+from robustgsl.schema.run import CACHE_DIR
 
 Log = Callable[[str], None]
 # Test images kept for the report's 2-D embedding view, and the corruption shown there.
 EMBEDDING_SAMPLE = 2000
 EMBEDDING_CORRUPTION = "gaussian_noise"
+BOOTSTRAP_LEVEL = 0.95
+# Outputs and embeddings of the clean and corrupted test sets are cached per checkpoint when the
+# embedding is this small (GSL: d = classes); the 512-d CE features would take 1.5 GB per model.
+CACHE_MAX_DIM = 64
 
 
 @dataclass
@@ -52,63 +64,148 @@ class EvaluatedModel:
     fitted: dict = field(default_factory=dict)
 
 
+@dataclass
+class Tables:
+    """The CSV tables of an evaluation folder (robustgsl/schema/evaluation.py)."""
+
+    errors: pd.DataFrame
+    summary: pd.DataFrame
+    corruption_summary: pd.DataFrame
+    robustbench: pd.DataFrame
+
+
 def default_heads(loss: str) -> list[str]:
     """argmax for CE (its own classifier) plus the embedding heads; GSL has no argmax head."""
     return list(HEADS) if loss == "ce" else [h for h in HEADS if h != "argmax"]
 
 
-def parse_baseline(spec: str | None) -> tuple[str, str] | None:
-    if spec is None:
-        return None
-    parts = spec.split("/")
-    if len(parts) != 2 or not all(parts):
-        raise InputError(f"baseline must be MODEL/HEAD, e.g. ce/argmax, got {spec!r}")
-    return parts[0], parts[1]
+def evaluate(run_dirs: Sequence[str | Path] | None = None, config: EvalConfig | None = None,
+             log: Log | None = None) -> Path:
+    """Evaluate runs (default: the last train-both pair) on the clean and corrupted test sets; write the
+    tables (and the report) into the evaluation folder, and return it."""
+    config = config or EvalConfig()
+    validate_eval_config(config)
+    log = log or (lambda message: None)
+    started = time.time()
+    inputs = _load(run_dirs, config, log)
+    wrong: dict[tuple[str, str], np.ndarray] = {}
+    embeddings = {"labels": inputs.test_labels[inputs.sample],
+                  "embedding_corruption": np.array(inputs.embedding_corruption)}
+    for item in inputs.models:
+        model_started = time.time()
+        _fit_heads(item, inputs, config, log)
+        wrong.update(_score(item, inputs, config, embeddings, log))
+        item.wall_time_s = time.time() - model_started
+    tables = summarise(wrong, inputs.rows, inputs.baseline, inputs.corruptions, config.n_bootstrap, config.seed)
+    _write(inputs, config, tables, embeddings, started)
+    _log_summary(tables.summary, inputs.corruptions, log)
+    if config.report:
+        from robustgsl.report import write_report
+
+        write_report(inputs.out_dir, log=log)
+    return inputs.out_dir
 
 
-@torch.no_grad()
-def infer(model, images: np.ndarray, device: torch.device, batch_size: int | None = None, quiet: bool = True,
-          desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Model outputs and head embeddings (float32 numpy) of uint8 (N, 32, 32, 3) images, streamed in batches."""
-    batch_size = batch_size or (4096 if device.type == "cuda" else 500)
-    outputs, embeddings = [], []
-    channels_last = device.type == "cuda"
-    for start in progress(range(0, len(images), batch_size), quiet=quiet, desc=desc):
-        batch = torch.from_numpy(np.array(images[start:start + batch_size]))  # copies out of the mmap
-        batch = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-        if channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with autocast(device, True):
-            features = model.features(batch)
-        # The head in float32: bf16 logits can tie two close classes and change an argmax.
-        out = model.head(features.float())
-        embedding = features if model.normalization is None else out
-        outputs.append(out.float().cpu().numpy())
-        embeddings.append(embedding.float().cpu().numpy())
-    return np.concatenate(outputs), np.concatenate(embeddings)
+# --- load -----------------------------------------------------------------------------------------
+
+@dataclass
+class _Inputs:
+    """What scoring reads: the models, the data, the corruption files, the rows to fill."""
+
+    models: list[EvaluatedModel]
+    device: torch.device
+    num_classes: int
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    source: dict  # evaluation.json's corruption_source
+    corruptions: tuple[str, ...]
+    severities: tuple[int, ...]
+    rows: list[tuple[str, int]]  # (corruption, severity) per row of the per-image arrays; (CLEAN, 0) first
+    baseline: tuple[str, str] | None
+    out_dir: Path
+    file_digests: dict[str, str]  # short content digest per corruption file (cache keys)
+    test_digest: str
+    sample: np.ndarray  # test images of the embedding view
+    embedding_corruption: str
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.source["path"])
+
+    @property
+    def dataset(self) -> str:
+        return self.models[0].config["dataset"]
 
 
-def _reference_embeddings(item: EvaluatedModel, images: np.ndarray, device, quiet: bool, log: Log) -> np.ndarray:
-    """Training-set embeddings, cached in the run folder under the weights' hash."""
-    cache = _cache_dir(item, device) / "train_embeddings.npy"
-    if cache.is_file():
-        cached = np.load(cache)
-        if cached.shape[0] == len(images):
-            return cached
-    _, embeddings = infer(item.model, images, device, quiet=quiet, desc=f"{item.name} train embeddings")
-    save_npy_atomic(cache, embeddings)
-    log(f"[{item.name}] cached training embeddings in {cache}")
-    return embeddings
+def _load(run_dirs, config: EvalConfig, log: Log) -> _Inputs:
+    names = resolve_corruptions(config.corruptions)
+    severities = parse_severities(config.severities)
+    run_dirs = [Path(p) for p in run_dirs] if run_dirs else runs.find_last_pair()
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    models = _load_models(run_dirs, config.heads, device)
+    dataset, num_classes = models[0].config["dataset"], models[0].config["num_classes"]
+    baseline = _choose_baseline(models, config.baseline)
+    out_dir = Path(config.out_dir) if config.out_dir is not None else Path("reports") / run_dirs[0].resolve().parent.name
+
+    train_images, train_labels = load_dataset(dataset, "train", data_dir=config.data_dir, download=config.download)
+    test_images, test_labels = load_dataset(dataset, "test", data_dir=config.data_dir, download=config.download)
+    if config.grid_image_index >= len(test_labels):
+        raise InputError(f"grid image index {config.grid_image_index} is outside the test set "
+                         f"({len(test_labels)} images)")
+    source = prepare_corruptions(dataset, test_images, test_labels, num_classes, config.corruption_dir, names,
+                                 config.corruption_seed, config.workers, config.quiet, log)
+    n_test = len(test_labels)
+    return _Inputs(
+        models=models, device=device, num_classes=num_classes, train_images=train_images, train_labels=train_labels,
+        test_images=test_images, test_labels=test_labels, source=source, corruptions=names, severities=severities,
+        rows=[(CLEAN, 0)] + [(name, s) for name in names for s in severities], baseline=baseline, out_dir=out_dir,
+        file_digests=_file_digests(Path(source["path"]), names, source["manifest"]),
+        test_digest=hashlib.sha256(np.ascontiguousarray(test_images).data).hexdigest()[:16],
+        sample=np.sort(np.random.RandomState(config.seed).permutation(n_test)[:EMBEDDING_SAMPLE]),
+        embedding_corruption=EMBEDDING_CORRUPTION if EMBEDDING_CORRUPTION in names else names[0],
+    )
 
 
-# Outputs and embeddings of the clean and corrupted test sets are cached per checkpoint when the
-# embedding is this small (GSL: d = classes); the 512-d CE features would take 1.5 GB per model.
-CACHE_MAX_DIM = 64
+def _load_models(run_dirs: Sequence[Path], heads, device) -> list[EvaluatedModel]:
+    models, seen = [], set()
+    for run_dir in run_dirs:
+        model, config = runs.load_model(run_dir, device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        name = config.get("name") or run_dir.name
+        if name in seen:
+            name = f"{name}-{run_dir.resolve().parent.name}"
+        seen.add(name)
+        applicable = default_heads(config["loss"])
+        chosen = applicable if heads is None else [h for h in heads if h in applicable]
+        if not chosen:
+            raise InputError(f"none of the heads {', '.join(heads)} applies to {run_dir} "
+                             f"({config['loss']} model; applicable: {', '.join(applicable)})")
+        weights_sha = sha256_file(run_dir / runs.WEIGHTS_FILE)
+        models.append(EvaluatedModel(name, run_dir, config, model, chosen, weights_sha))
+    first = models[0].config
+    for item in models[1:]:
+        if (item.config["dataset"], item.config["num_classes"]) != (first["dataset"], first["num_classes"]):
+            raise InputError(
+                f"{item.run_dir} was trained on {item.config['dataset']} ({item.config['num_classes']} classes) but "
+                f"{models[0].run_dir} on {first['dataset']} ({first['num_classes']} classes); evaluate them separately")
+    return models
 
 
-def _cache_dir(item: EvaluatedModel, device: torch.device) -> Path:
-    """Cache folder of one checkpoint on one kind of device (CUDA runs in bf16, the CPU in float32)."""
-    return item.run_dir / "cache" / f"{item.weights_sha256[:16]}-{device.type}"
+def _choose_baseline(models: list[EvaluatedModel], spec: str | None) -> tuple[str, str] | None:
+    """The baseline asked for (it must be evaluated), else ce/argmax when evaluated, else none."""
+    baseline = parse_baseline(spec)
+    available = [(m.name, h) for m in models for h in m.heads]
+    if baseline is not None and baseline not in available:
+        raise InputError(f"baseline {spec} is not among the evaluated rows: "
+                         f"{', '.join(f'{m}/{h}' for m, h in available)}")
+    if baseline is None and ("ce", "argmax") in available:
+        baseline = ("ce", "argmax")
+    return baseline
 
 
 def _open_corruption_file(path: Path) -> np.ndarray:
@@ -125,21 +222,6 @@ def _file_digests(folder: Path, names: Sequence[str], manifest: dict | None) -> 
         entry = (manifest or {}).get("files", {}).get(f"{name}.npy")
         digests[name] = (entry["sha256"] if entry else sha256_file(folder / f"{name}.npy"))[:16]
     return digests
-
-
-def _cached_infer(item: EvaluatedModel, images: np.ndarray, key: str, device, quiet: bool, desc: str):
-    """``infer``, remembered in <run>/cache/<weights hash>/<key>.npz when the embedding is small."""
-    path = _cache_dir(item, device) / f"{key}.npz"
-    if path.is_file():
-        with np.load(path) as cached:
-            if cached["outputs"].shape[0] == len(images):
-                return cached["outputs"], cached["embeddings"]
-    outputs, embeddings = infer(item.model, images, device, quiet=quiet, desc=desc)
-    if embeddings.shape[1] <= CACHE_MAX_DIM:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, outputs=outputs, embeddings=embeddings)
-    return outputs, embeddings
 
 
 def _check_released_folder(folder: Path, names: Sequence[str], n_test: int, test_labels: np.ndarray,
@@ -208,183 +290,84 @@ def prepare_corruptions(dataset: str, test_images, test_labels, num_classes: int
     }
 
 
-def evaluate(
-    run_dirs: Sequence[str | Path] | None = None,
-    out_dir: str | Path | None = None,
-    corruption_dir: str | Path | None = None,
-    corruptions: str | Sequence[str] = "all",
-    severities: str | Sequence[int] = SEVERITIES,
-    heads: Sequence[str] | None = None,
-    baseline: str | None = None,
-    svc_train_size: int | None = DEFAULT_SVC_TRAIN_SIZE,
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    corruption_seed: int = 0,
-    data_dir: str | Path | None = None,
-    download: bool = True,
-    device: str | None = None,
-    workers: int | None = None,
-    grid_image_index: int = 0,
-    report: bool = True,
-    quiet: bool = False,
-    log: Log | None = None,
-) -> Path:
-    """Evaluate runs on the clean and corrupted test sets; write the tables (and the report) into ``out_dir``."""
-    log = log or (lambda message: None)
-    started = time.time()
-    names = resolve_corruptions(corruptions)
-    severities = parse_severities(severities)
-    baseline_key = parse_baseline(baseline)
-    if heads is not None:
-        heads = [validate_head_name(h) for h in heads]
-    if seed < 0 or corruption_seed < 0:
-        raise InputError(f"seeds must be >= 0, got --seed {seed} and --corruption-seed {corruption_seed}")
-    if n_bootstrap < 1:
-        raise InputError(f"bootstrap resamples must be >= 1, got {n_bootstrap}")
-    if svc_train_size is not None and svc_train_size < 2:
-        raise InputError(f"SVC training size must be >= 2, got {svc_train_size}")
-    run_dirs = [Path(p) for p in run_dirs] if run_dirs else runs.find_last_pair()
-    device_obj = resolve_device(device)
-    if device_obj.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-
-    models = _load_models(run_dirs, heads, device_obj)
-    config = models[0].config
-    dataset, num_classes = config["dataset"], config["num_classes"]
-    available = [(m.name, h) for m in models for h in m.heads]
-    if baseline_key is not None and baseline_key not in available:
-        raise InputError(f"baseline {baseline} is not among the evaluated rows: "
-                         f"{', '.join(f'{m}/{h}' for m, h in available)}")
-    if baseline_key is None and ("ce", "argmax") in available:
-        baseline_key = ("ce", "argmax")
-    if out_dir is None:
-        out_dir = Path("reports") / run_dirs[0].resolve().parent.name
-    out_dir = Path(out_dir)
-    if not 0 <= grid_image_index:
-        raise InputError(f"grid image index must be >= 0, got {grid_image_index}")
-
-    train_images, train_labels = load_dataset(dataset, "train", data_dir=data_dir, download=download)
-    test_images, test_labels = load_dataset(dataset, "test", data_dir=data_dir, download=download)
-    if grid_image_index >= len(test_labels):
-        raise InputError(f"grid image index {grid_image_index} is outside the test set ({len(test_labels)} images)")
-    source = prepare_corruptions(dataset, test_images, test_labels, num_classes, corruption_dir, names,
-                                 corruption_seed, workers, quiet, log)
-    folder = Path(source["path"])
-    test_digest = hashlib.sha256(np.ascontiguousarray(test_images).data).hexdigest()[:16]
-    file_digests = _file_digests(folder, names, source["manifest"])
-    n_test = len(test_labels)
-    rows = [(CLEAN, 0)] + [(name, s) for name in names for s in severities]
-    wrong = {}
-    sample = np.sort(np.random.RandomState(seed).permutation(n_test)[:EMBEDDING_SAMPLE])
-    embedding_corruption = EMBEDDING_CORRUPTION if EMBEDDING_CORRUPTION in names else names[0]
-    embedding_arrays = {"labels": test_labels[sample], "embedding_corruption": np.array(embedding_corruption)}
-
-    for item in models:
-        model_started = time.time()
-        reference = _reference_embeddings(item, train_images, device_obj, quiet, log)
-        shared_index = None  # 1-NN and 10-NN search the same references: build the index once
-        for head_name in item.heads:
-            head = make_head(head_name, num_classes, device=device_obj, svc_train_size=svc_train_size, seed=seed)
-            if isinstance(head, KnnHead) and shared_index is not None:
-                head.index = shared_index
-            else:
-                head.fit(reference, train_labels)
-                if isinstance(head, KnnHead):
-                    shared_index = head.index
-            item.fitted[head_name] = head
-        per_head = {h: np.zeros((len(rows), n_test), dtype=bool) for h in item.heads}
-
-        outputs, embeddings = _cached_infer(item, test_images, f"clean-{test_digest}", device_obj, quiet,
-                                            f"{item.name} clean")
-        _classify(item, outputs, embeddings, test_labels, per_head, 0)
-        embedding_arrays[f"{item.name}__clean"] = embeddings[sample]
-        log(f"[{item.name}] clean: " + _error_line(per_head, [0]))
-        for name in names:
-            data = _open_corruption_file(folder / f"{name}.npy")
-            row_index = [rows.index((name, s)) for s in severities]
-            for severity, row in zip(severities, row_index):
-                block = data[(severity - 1) * n_test: severity * n_test]
-                outputs, embeddings = _cached_infer(item, block, f"{name}-s{severity}-{file_digests[name]}",
-                                                    device_obj, quiet, f"{item.name} {name} s{severity}")
-                _classify(item, outputs, embeddings, test_labels, per_head, row)
-                if name == embedding_corruption and severity == max(severities):
-                    embedding_arrays[f"{item.name}__corrupted"] = embeddings[sample]
-            del data
-            log(f"[{item.name}] {name}: " + _error_line(per_head, row_index))
-        for head_name, array in per_head.items():
-            wrong[(item.name, head_name)] = array
-        item.wall_time_s = time.time() - model_started
-
-    errors = pd.DataFrame.from_records(
-        [{"model": m, "head": h, "corruption": c, "severity": s, "error": float(array[r].mean())}
-         for (m, h), array in wrong.items() for r, (c, s) in enumerate(rows)],
-        columns=["model", "head", "corruption", "severity", "error"])
-    summary, per_corruption = _summaries(errors, wrong, rows, baseline_key, names, n_bootstrap, seed, n_test)
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv_atomic(out_dir / "errors.csv", errors, index=False)
-    write_csv_atomic(out_dir / "summary.csv", summary, index=False)
-    if per_corruption is not None:
-        write_csv_atomic(out_dir / "corruption_summary.csv", per_corruption, index=False)
-    write_csv_atomic(out_dir / "robustbench.csv", robustbench_table(errors))
-    with atomic_path(out_dir / "embeddings.npz") as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **embedding_arrays)
-    _write_example_images(out_dir / "example_images.npz", folder, names, test_images, test_labels, grid_image_index)
-    write_json_atomic(out_dir / "evaluation.json", {
-        "models": [{"name": m.name, "run_dir": str(m.run_dir.resolve()), "loss": m.config["loss"], "config": m.config,
-                    "weights_sha256": m.weights_sha256} for m in models],
-        "heads": sorted({h for m in models for h in m.heads}, key=HEADS.index),
-        "baseline": "/".join(baseline_key) if baseline_key else None,
-        "dataset": dataset, "num_classes": num_classes, "n_test": n_test,
-        "corruptions": list(names), "severities": list(severities),
-        "corruption_source": source,
-        "svc_train_size": svc_train_size,
-        "bootstrap": {"n_resamples": n_bootstrap, "seed": seed, "level": 0.95},
-        "created_at": runs.now_iso(), "git_sha": runs.git_sha(), "versions": runs.versions(),
-        "device": runs.device_name(device_obj),
-        "wall_times": {m.name: round(m.wall_time_s, 2) for m in models} | {"total": round(time.time() - started, 2)},
-        "grid_image_index": grid_image_index,
-    })
-    averaged = summary["relative_mce_corruptions"].min() if "relative_mce_corruptions" in summary else len(names)
-    if averaged < len(names):
-        log(f"note: under some corruptions the baseline's errors average out to its clean error (too few test "
-            f"images or too robust a baseline), so their relative CE is undefined and left out of relative MCE: "
-            f"averaged over {int(averaged)} of {len(names)} corruptions")
-    for record in summary.to_dict("records"):
-        mce = "" if pd.isna(record.get("mce")) else f"  MCE {record['mce']:.2f}  relative MCE {record['relative_mce']:.2f}"
-        log(f"{record['model']}/{record['head']}: clean error {record['clean_error']:.2%}{mce}")
-    if report:
-        from robustgsl.report import write_report
-
-        write_report(out_dir, log=log)
-    return out_dir
 
 
-def _load_models(run_dirs: Sequence[Path], heads, device) -> list[EvaluatedModel]:
-    models, seen = [], set()
-    for run_dir in run_dirs:
-        model, config = runs.load_model(run_dir, device)
-        if device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        name = config.get("name") or run_dir.name
-        if name in seen:
-            name = f"{name}-{run_dir.resolve().parent.name}"
-        seen.add(name)
-        applicable = default_heads(config["loss"])
-        chosen = applicable if heads is None else [h for h in heads if h in applicable]
-        if not chosen:
-            raise InputError(f"none of the heads {', '.join(heads)} applies to {run_dir} "
-                             f"({config['loss']} model; applicable: {', '.join(applicable)})")
-        weights_sha = sha256_file(run_dir / runs.WEIGHTS_FILE)
-        models.append(EvaluatedModel(name, run_dir, config, model, chosen, weights_sha))
-    first = models[0].config
-    for item in models[1:]:
-        if (item.config["dataset"], item.config["num_classes"]) != (first["dataset"], first["num_classes"]):
-            raise InputError(
-                f"{item.run_dir} was trained on {item.config['dataset']} ({item.config['num_classes']} classes) but "
-                f"{models[0].run_dir} on {first['dataset']} ({first['num_classes']} classes); evaluate them separately")
-    return models
+# --- fit heads, score -----------------------------------------------------------------------------
+
+def _cache_dir(item: EvaluatedModel, device: torch.device) -> Path:
+    """Cache folder of one checkpoint on one kind of device (CUDA runs in bf16, the CPU in float32)."""
+    return item.run_dir / CACHE_DIR / f"{item.weights_sha256[:16]}-{device.type}"
+
+
+def _infer(item: EvaluatedModel, images: np.ndarray, device, quiet: bool, desc: str):
+    outputs, embeddings = infer(item.model, images, device, quiet=quiet, desc=desc)
+    return outputs.numpy(), embeddings.numpy()
+
+
+def _reference_embeddings(item: EvaluatedModel, images: np.ndarray, device, quiet: bool, log: Log) -> np.ndarray:
+    """Training-set embeddings, cached in the run folder under the weights' hash."""
+    cache = _cache_dir(item, device) / "train_embeddings.npy"
+    if cache.is_file():
+        cached = np.load(cache)
+        if cached.shape[0] == len(images):
+            return cached
+    _, embeddings = _infer(item, images, device, quiet, f"{item.name} train embeddings")
+    save_npy_atomic(cache, embeddings)
+    log(f"[{item.name}] cached training embeddings in {cache}")
+    return embeddings
+
+
+def _cached_infer(item: EvaluatedModel, images: np.ndarray, key: str, device, quiet: bool, desc: str):
+    """Outputs and embeddings, remembered in <run>/cache/<weights hash>/<key>.npz when the embedding is small."""
+    path = _cache_dir(item, device) / f"{key}.npz"
+    if path.is_file():
+        with np.load(path) as cached:
+            if cached["outputs"].shape[0] == len(images):
+                return cached["outputs"], cached["embeddings"]
+    outputs, embeddings = _infer(item, images, device, quiet, desc)
+    if embeddings.shape[1] <= CACHE_MAX_DIM:
+        save_npz_atomic(path, {"outputs": outputs, "embeddings": embeddings})
+    return outputs, embeddings
+
+
+def _fit_heads(item: EvaluatedModel, inputs: _Inputs, config: EvalConfig, log: Log) -> None:
+    reference = _reference_embeddings(item, inputs.train_images, inputs.device, config.quiet, log)
+    shared_index = None  # 1-NN and 10-NN search the same references: build the index once
+    for head_name in item.heads:
+        head = make_head(head_name, inputs.num_classes, device=inputs.device, svc_train_size=config.svc_train_size,
+                         seed=config.seed)
+        if isinstance(head, KnnHead) and shared_index is not None:
+            head.index = shared_index
+        else:
+            head.fit(reference, inputs.train_labels)
+            if isinstance(head, KnnHead):
+                shared_index = head.index
+        item.fitted[head_name] = head
+
+
+def _score(item: EvaluatedModel, inputs: _Inputs, config: EvalConfig, embeddings: dict,
+           log: Log) -> dict[tuple[str, str], np.ndarray]:
+    """Per head, whether each test image is misclassified under each row; adds the model's embedding view."""
+    n_test, device, quiet = len(inputs.test_labels), inputs.device, config.quiet
+    per_head = {h: np.zeros((len(inputs.rows), n_test), dtype=bool) for h in item.heads}
+    outputs, embedded = _cached_infer(item, inputs.test_images, f"clean-{inputs.test_digest}", device, quiet,
+                                      f"{item.name} clean")
+    _classify(item, outputs, embedded, inputs.test_labels, per_head, 0)
+    embeddings[embedding_array(item.name, "clean")] = embedded[inputs.sample]
+    log(f"[{item.name}] clean: " + _error_line(per_head, [0]))
+    for name in inputs.corruptions:
+        data = _open_corruption_file(inputs.folder / f"{name}.npy")
+        row_index = [inputs.rows.index((name, s)) for s in inputs.severities]
+        for severity, row in zip(inputs.severities, row_index):
+            block = data[(severity - 1) * n_test: severity * n_test]
+            outputs, embedded = _cached_infer(item, block, f"{name}-s{severity}-{inputs.file_digests[name]}",
+                                              device, quiet, f"{item.name} {name} s{severity}")
+            _classify(item, outputs, embedded, inputs.test_labels, per_head, row)
+            if name == inputs.embedding_corruption and severity == max(inputs.severities):
+                embeddings[embedding_array(item.name, "corrupted")] = embedded[inputs.sample]
+        del data
+        log(f"[{item.name}] {name}: " + _error_line(per_head, row_index))
+    return {(item.name, head_name): array for head_name, array in per_head.items()}
 
 
 def _classify(item: EvaluatedModel, outputs, embeddings, labels, per_head, row: int) -> None:
@@ -397,8 +380,23 @@ def _error_line(per_head: dict, rows: list[int]) -> str:
     return "  ".join(f"{h} " + " ".join(f"{array[r].mean():.1%}" for r in rows) for h, array in per_head.items())
 
 
-def _summaries(errors, wrong, rows, baseline_key, names, n_bootstrap, seed, n_test):
-    if baseline_key is None:
+# --- summarise ------------------------------------------------------------------------------------
+
+def error_table(wrong: dict[tuple[str, str], np.ndarray], rows: Sequence[tuple[str, int]]) -> pd.DataFrame:
+    """errors.csv: the error rate of every (model, head) under every (corruption, severity) row."""
+    return pd.DataFrame.from_records(
+        [{"model": m, "head": h, "corruption": c, "severity": s, "error": float(array[r].mean())}
+         for (m, h), array in wrong.items() for r, (c, s) in enumerate(rows)],
+        columns=column_names(ERRORS_COLUMNS))
+
+
+def summarise(wrong: dict[tuple[str, str], np.ndarray], rows: Sequence[tuple[str, int]],
+              baseline: tuple[str, str] | None, corruptions: Sequence[str], n_bootstrap: int, seed: int) -> Tables:
+    """The tables of an evaluation from per-image correctness: ``wrong[(model, head)]`` is a boolean
+    (len(rows), n_test) array, ``rows[r]`` its (corruption, severity), (CLEAN, 0) included."""
+    n_test = next(iter(wrong.values())).shape[1]
+    errors = error_table(wrong, rows)
+    if baseline is None:
         # No baseline: clean and mean corruption errors only; the report says why MCE is missing.
         corrupted = errors[errors["corruption"] != CLEAN].groupby(["model", "head"], sort=False)["error"].mean()
         clean = errors[errors["corruption"] == CLEAN].set_index(["model", "head"])["error"]
@@ -406,26 +404,68 @@ def _summaries(errors, wrong, rows, baseline_key, names, n_bootstrap, seed, n_te
         summary.insert(2, "baseline", None)
         for column in ("mce", "relative_mce"):
             summary[column] = np.nan
-        summary["n_test"] = n_test
-        return summary, None
-    summary = summary_table(errors, baseline_key, names)
-    intervals = bootstrap_intervals(wrong, rows, baseline_key, n_resamples=n_bootstrap, seed=seed, corruptions=names)
-    summary = summary.merge(intervals, on=["model", "head"], how="left")
-    order = ["model", "head", "baseline", "clean_error", "clean_error_low", "clean_error_high",
-             "mean_corruption_error", "mce", "mce_low", "mce_high", "relative_mce", "relative_mce_low",
-             "relative_mce_high", "clean_error_diff_low", "clean_error_diff_high", "mce_corruptions",
-             "relative_mce_corruptions"]
-    summary = summary[order]
+    else:
+        summary = summary_table(errors, baseline, corruptions)
+        intervals = bootstrap_intervals(wrong, rows, baseline, n_resamples=n_bootstrap, seed=seed,
+                                        level=BOOTSTRAP_LEVEL, corruptions=corruptions)
+        summary = summary.merge(intervals, on=["model", "head"], how="left")
     summary["n_test"] = n_test
-    return summary, corruption_error_table(errors, baseline_key, names)
+    return Tables(errors=errors, summary=summary[list(summary_columns(baseline is not None))],
+                  corruption_summary=corruption_error_table(errors, baseline, corruptions),
+                  robustbench=robustbench_table(errors))
 
 
-def _write_example_images(path: Path, folder: Path, names, test_images, test_labels, index: int) -> None:
+# --- write ----------------------------------------------------------------------------------------
+
+def write_tables(out_dir: Path, tables: Tables) -> None:
+    """The four CSV files, each written atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv_atomic(out_dir / ERRORS_FILE, tables.errors, index=False)
+    write_csv_atomic(out_dir / SUMMARY_FILE, tables.summary, index=False)
+    write_csv_atomic(out_dir / CORRUPTION_SUMMARY_FILE, tables.corruption_summary, index=False)
+    write_csv_atomic(out_dir / ROBUSTBENCH_FILE, tables.robustbench)
+
+
+def example_arrays(folder: Path, names, test_images, test_labels, index: int) -> dict[str, np.ndarray]:
+    """example_images.npz: test image ``index``, clean and under every corruption and severity."""
     n_test = len(test_labels)
     corrupted = np.stack([
         np.stack([np.load(folder / f"{name}.npy", mmap_mode="r")[(s - 1) * n_test + index] for s in SEVERITIES])
         for name in names])
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, clean=test_images[index], corrupted=corrupted, corruptions=np.array(list(names)),
-                     label=np.int64(test_labels[index]), index=np.int64(index))
+    return {"clean": test_images[index], "corrupted": corrupted, "corruptions": np.array(list(names)),
+            "label": np.int64(test_labels[index]), "index": np.int64(index)}
+
+
+def _write(inputs: _Inputs, config: EvalConfig, tables: Tables, embeddings: dict, started: float) -> None:
+    out_dir = inputs.out_dir
+    write_tables(out_dir, tables)
+    save_npz_atomic(out_dir / EMBEDDINGS_FILE, embeddings)
+    save_npz_atomic(out_dir / EXAMPLES_FILE, example_arrays(inputs.folder, inputs.corruptions, inputs.test_images,
+                                                            inputs.test_labels, config.grid_image_index))
+    models = inputs.models
+    write_json_atomic(out_dir / RECORD_FILE, {
+        "models": [{"name": m.name, "run_dir": str(m.run_dir.resolve()), "loss": m.config["loss"], "config": m.config,
+                    "weights_sha256": m.weights_sha256} for m in models],
+        "heads": sorted({h for m in models for h in m.heads}, key=HEADS.index),
+        "baseline": "/".join(inputs.baseline) if inputs.baseline else None,
+        "dataset": inputs.dataset, "num_classes": inputs.num_classes, "n_test": len(inputs.test_labels),
+        "corruptions": list(inputs.corruptions), "severities": list(inputs.severities),
+        "corruption_source": inputs.source,
+        "svc_train_size": config.svc_train_size,
+        "bootstrap": {"n_resamples": config.n_bootstrap, "seed": config.seed, "level": BOOTSTRAP_LEVEL},
+        "created_at": runs.now_iso(), "git_sha": runs.git_sha(), "versions": runs.versions(),
+        "device": runs.device_name(inputs.device),
+        "wall_times": {m.name: round(m.wall_time_s, 2) for m in models} | {"total": round(time.time() - started, 2)},
+        "grid_image_index": config.grid_image_index,
+    })
+
+
+def _log_summary(summary: pd.DataFrame, corruptions: Sequence[str], log: Log) -> None:
+    averaged = summary["relative_mce_corruptions"].min() if "relative_mce_corruptions" in summary else len(corruptions)
+    if averaged < len(corruptions):
+        log(f"note: under some corruptions the baseline's errors average out to its clean error (too few test "
+            f"images or too robust a baseline), so their relative CE is undefined and left out of relative MCE: "
+            f"averaged over {int(averaged)} of {len(corruptions)} corruptions")
+    for record in summary.to_dict("records"):
+        mce = "" if pd.isna(record.get("mce")) else f"  MCE {record['mce']:.2f}  relative MCE {record['relative_mce']:.2f}"
+        log(f"{record['model']}/{record['head']}: clean error {record['clean_error']:.2%}{mce}")

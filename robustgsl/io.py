@@ -59,6 +59,13 @@ def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
             np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
 
 
+def save_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """An uncompressed .npz archive of named arrays (``np.savez``)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+
 def write_csv_atomic(path: str | os.PathLike, frame, **to_csv_kwargs) -> None:
     """Write a pandas DataFrame as CSV atomically."""
     buffer = io.StringIO()

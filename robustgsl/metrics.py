@@ -9,7 +9,7 @@ the clean error, and "base" the baseline model/head (the paper we reproduce uses
     mCE           = 100 * mean_c CE_c            relative mCE = 100 * mean_c relative CE_c
 
 ``errors`` tables are long: columns model, head, corruption, severity, error (a fraction), the clean test
-set being corruption="clean", severity=0.
+set being corruption=CLEAN ("clean"), severity=0 (robustgsl/schema/evaluation.py defines every column).
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ import numpy as np
 import pandas as pd
 
 from robustgsl.errors import InputError
+from robustgsl.schema import names
+from robustgsl.schema.evaluation import CLEAN, CORRUPTION_SUMMARY_COLUMNS, ERRORS_COLUMNS, ROBUSTBENCH_HEADER, \
+    ROBUSTBENCH_INDEX
 
-CLEAN = "clean"
 _ZERO = 1e-12
-ERROR_COLUMNS = ("model", "head", "corruption", "severity", "error")
+ERROR_COLUMNS = names(ERRORS_COLUMNS)
 
 
 def _key_name(key) -> str:
@@ -124,27 +126,31 @@ def _mean(values: np.ndarray) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def _corruption_ratios(errors: pd.DataFrame, baseline: tuple[str, str], corruptions):
-    """Validated inputs and the CE_c / relative CE_c arrays (model/head x corruption) shared by the tables."""
+def _corruption_ratios(errors: pd.DataFrame, baseline: tuple[str, str] | None, corruptions):
+    """Validated inputs and the CE_c / relative CE_c arrays (model/head x corruption) shared by the tables;
+    without a baseline the ratios are undefined (NaN)."""
     errors = _check_errors(errors)
     keys = _keys(errors)
-    baseline = _check_baseline(keys, baseline)
     corruptions = _corruption_list(errors, corruptions)
     clean, grid, _ = _error_grid(errors, keys, corruptions)
+    if baseline is None:
+        undefined = np.full(grid.shape[:2], np.nan)
+        return keys, None, corruptions, clean, grid, undefined, undefined
+    baseline = _check_baseline(keys, baseline)
     b = keys.index(baseline)
     ce, relative = _ce_from_grids(clean, grid, clean[b], grid[b])
     return keys, baseline, corruptions, clean, grid, ce, relative
 
 
-def corruption_error_table(errors: pd.DataFrame, baseline: tuple[str, str], corruptions=None) -> pd.DataFrame:
-    """Per model/head/corruption: ce and relative_ce (x100, baseline = 100) and mean_error (over severities)."""
+def corruption_error_table(errors: pd.DataFrame, baseline: tuple[str, str] | None, corruptions=None) -> pd.DataFrame:
+    """Per model/head/corruption: ce and relative_ce (x100, baseline = 100; NaN without a baseline) and
+    mean_error (over severities)."""
     keys, _, corruptions, _, grid, ce, relative = _corruption_ratios(errors, baseline, corruptions)
     records = [
         {"model": key[0], "head": key[1], "corruption": corruption, "ce": 100 * ce[k, c],
          "relative_ce": 100 * relative[k, c], "mean_error": grid[k, c].mean()}
         for k, key in enumerate(keys) for c, corruption in enumerate(corruptions)]
-    return pd.DataFrame.from_records(records, columns=["model", "head", "corruption", "ce", "relative_ce",
-                                                       "mean_error"])
+    return pd.DataFrame.from_records(records, columns=names(CORRUPTION_SUMMARY_COLUMNS))
 
 
 def summary_table(errors: pd.DataFrame, baseline: tuple[str, str], corruptions=None) -> pd.DataFrame:
@@ -164,12 +170,12 @@ def robustbench_table(errors: pd.DataFrame) -> pd.DataFrame:
     """Accuracies, one row per "model/head", columns (corruption, severity) with ("clean", 0) first."""
     errors = _check_errors(errors)
     corruptions = list(dict.fromkeys([CLEAN] + [c for c in errors["corruption"] if c != CLEAN]))
-    table = errors.assign(**{"model/head": errors["model"] + "/" + errors["head"],
+    table = errors.assign(**{ROBUSTBENCH_INDEX: errors["model"] + "/" + errors["head"],
                              "accuracy": 1.0 - errors["error"]})
-    wide = table.pivot(index="model/head", columns=["corruption", "severity"], values="accuracy")
+    wide = table.pivot(index=ROBUSTBENCH_INDEX, columns=list(ROBUSTBENCH_HEADER), values="accuracy")
     columns = sorted(wide.columns, key=lambda cs: (corruptions.index(cs[0]), cs[1]))
     rows = [_key_name(k) for k in _keys(errors)]
-    return wide.loc[rows, pd.MultiIndex.from_tuples(columns, names=["corruption", "severity"])]
+    return wide.loc[rows, pd.MultiIndex.from_tuples(columns, names=list(ROBUSTBENCH_HEADER))]
 
 
 # ------------------------------------------------------------------------------------------ bootstrap

@@ -103,14 +103,21 @@ class PreActResNet18(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
-    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(outputs, embedding) from one pass; the embedding is what the k-NN and SVC heads use: the d
+        outputs for GSL, the penultimate features for CE.
+
+        The head runs in float32 even under autocast: bf16 logits can tie two close classes and change
+        an argmax.
+        """
         features = self.features(x)
-        return self.head(features), features
+        with torch.autocast(x.device.type, enabled=False):
+            outputs = self.head(features.float())
+        return outputs, (features if self.normalization is None else outputs)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The embedding the k-NN and SVC heads use: the d outputs for GSL, the penultimate features for CE."""
-        outputs, features = self.forward_with_features(x)
-        return features if self.normalization is None else outputs
+        """The embedding the k-NN and SVC heads use (see ``forward_with_embedding``)."""
+        return self.forward_with_embedding(x)[1]
 
 
 def backbone_parameter_count(model: PreActResNet18) -> int:

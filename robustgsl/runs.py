@@ -1,10 +1,7 @@
-"""Run folders: where a training run keeps its config, metrics, checkpoint and final weights.
+"""Run folders: reading and writing a training run's config, environment, metrics, checkpoint and weights.
 
-    <run>/config.json        resolved TrainConfig plus num_classes
-    <run>/environment.json   versions, device, git SHA, seed, command line, times
-    <run>/metrics.jsonl      one JSON object per finished epoch
-    <run>/checkpoint.pt      resumable state (plain tensors and dicts: loads with weights_only=True)
-    <run>/model.safetensors  final weights; its presence means the run finished
+The files and their fields are defined in robustgsl/schema/run.py; every read and write of a run
+folder goes through this module. Writes are atomic (robustgsl/io.py).
 """
 
 from __future__ import annotations
@@ -20,14 +17,10 @@ from pathlib import Path
 import torch
 
 from robustgsl.errors import InputError
-
-CONFIG_FILE = "config.json"
-ENVIRONMENT_FILE = "environment.json"
-METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_FILE = "checkpoint.pt"
-WEIGHTS_FILE = "model.safetensors"
-# Written by train-both in the runs root: the path of the last finished pair, for `evaluate`.
-LAST_PAIR_FILE = "LAST_PAIR"
+from robustgsl.io import atomic_path, write_json_atomic, write_text_atomic
+from robustgsl.schema.run import (
+    CHECKPOINT_FILE, CONFIG_FILE, ENVIRONMENT_FILE, LAST_PAIR_FILE, METRICS_FILE, WEIGHTS_FILE,
+)
 
 
 def now_iso() -> str:
@@ -81,12 +74,78 @@ def environment_info(device: torch.device, seed: int, command_line: list[str] | 
     return info
 
 
+def start_environment(run_dir: Path, config, device: torch.device, world_size: int, validation_source: str,
+                      command_line: list[str] | None, resumed: bool) -> None:
+    """Write environment.json at the start of training; a resumed run keeps its first start and its
+    accumulated wall time, and adds this start to ``resumed_at``."""
+    environment = environment_info(device, config.seed, command_line, {
+        "world_size": world_size,
+        # Every rank draws the same data order and its own augmentation stream.
+        "augmentation_streams": "epoch_seed(seed, epoch, 1 + rank); data order: epoch_seed(seed, epoch, 0)",
+        "sync_batchnorm": config.sync_batchnorm,
+        "validation_source": validation_source,
+    })
+    previous = read_environment(run_dir) if resumed else {}
+    if previous:
+        environment.update(started_at=previous.get("started_at"), wall_time_s=previous.get("wall_time_s", 0.0),
+                           resumed_at=previous.get("resumed_at", []) + [now_iso()])
+    write_json_atomic(Path(run_dir) / ENVIRONMENT_FILE, environment)
+
+
+def finish_environment(run_dir: Path, wall_time_s: float) -> None:
+    """Add this process's wall time (to what earlier processes of a resumed run recorded) and the end time."""
+    environment = read_environment(run_dir)
+    environment["wall_time_s"] = environment.get("wall_time_s", 0.0) + wall_time_s
+    environment["finished_at"] = now_iso()
+    write_json_atomic(Path(run_dir) / ENVIRONMENT_FILE, environment)
+
+
+def config_record(config, world_size: int) -> dict:
+    """config.json's content: the resolved TrainConfig plus the derived fields of robustgsl.schema.run."""
+    from robustgsl.data import dataset_info
+
+    return config.to_dict() | {"num_classes": dataset_info(config.dataset).num_classes, "world_size": world_size}
+
+
+def write_config(run_dir: Path, record: dict) -> None:
+    write_json_atomic(Path(run_dir) / CONFIG_FILE, record)
+
+
+def write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    """metrics.jsonl, rewritten whole (one JSON object per epoch, keys in robustgsl.schema.run order)."""
+    write_text_atomic(Path(run_dir) / METRICS_FILE, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def save_checkpoint(run_dir: Path, epoch: int, model, optimizer, scheduler) -> None:
+    state = {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+    }
+    with atomic_path(Path(run_dir) / CHECKPOINT_FILE) as tmp:
+        torch.save(state, tmp)
+
+
+def save_weights(run_dir: Path, model) -> None:
+    """model.safetensors: the final weights, which mark the run finished."""
+    from safetensors.torch import save_file
+
+    with atomic_path(Path(run_dir) / WEIGHTS_FILE) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+
+
+def write_last_pair(runs_root: Path, pair_dir: Path) -> None:
+    """Record the (absolute) folder of the last finished train-both pair, for `evaluate` without arguments."""
+    write_text_atomic(Path(runs_root) / LAST_PAIR_FILE, str(Path(pair_dir).resolve()) + "\n")
+
+
 def read_json(path: Path) -> dict:
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{path} is missing: is this a robustgsl run folder?") from None
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{path} is not valid JSON ({error})") from None
 
 
@@ -94,18 +153,35 @@ def read_config(run_dir: str | Path) -> dict:
     return read_json(Path(run_dir) / CONFIG_FILE)
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """Per-epoch metrics; a torn last line (a run killed mid-write) is ignored."""
+def read_environment(run_dir: str | Path) -> dict:
+    return read_json(Path(run_dir) / ENVIRONMENT_FILE)
+
+
+def read_metrics(run_dir: str | Path, problems: list[str] | None = None) -> list[dict]:
+    """Per-epoch metrics, sorted by epoch ([] when there are none yet).
+
+    The one reader of metrics.jsonl, with the rule of robustgsl/schema/run.py: a line that is not a JSON
+    object with an integer "epoch" is skipped (and described in ``problems``, when given), reading goes
+    on, and the last line of an epoch wins.
+    """
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return []
-    rows = []
-    for line in path.read_text().splitlines():
+    by_epoch = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
-            break
-    return rows
+            row = None
+        if not isinstance(row, dict) or isinstance(row.get("epoch"), bool) or not isinstance(row.get("epoch"), int):
+            if problems is not None:
+                problems.append(f"line {number} of {METRICS_FILE} is not valid JSON and was skipped" if row is None
+                                else f"line {number} of {METRICS_FILE} has no integer epoch and was skipped")
+            continue
+        by_epoch[row["epoch"]] = row
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
 def is_finished(run_dir: str | Path) -> bool:

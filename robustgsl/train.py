@@ -2,15 +2,18 @@
 
 The training set lives on the device as uint8 and each batch is augmented there; metrics are summed
 on the device and read once per epoch (no host-device synchronisation per step). A run folder holds
-everything needed to resume after an interruption (see ``robustgsl.runs``).
+everything needed to resume after an interruption (robustgsl/schema/run.py, robustgsl/runs.py).
+
+``train`` reads as its steps: open (or resume) the run folder, load the data, start the run folder's
+records, build the model and optimiser, then one epoch and one checkpoint at a time, then finish.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
+import dataclasses
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -19,34 +22,19 @@ import torch
 import torch.nn.functional as F
 
 from robustgsl import runs
-from robustgsl.config import TrainConfig, validate_config
+from robustgsl.config import TrainConfig, resolve_config, validate_config
 from robustgsl.data import augment_batch, dataset_info, load_dataset, to_device_images, to_float
+from robustgsl.device import infer, resolve_device
 from robustgsl.distributed import (
-    DistributedContext, all_reduce_sum, barrier, is_main_process, gather_labels, gather_with_gradients, init_from_environment,
+    DistributedContext, all_reduce_sum, barrier, gather_labels, gather_with_gradients, init_from_environment,
+    is_main_process,
 )
 from robustgsl.errors import InputError, TrainingError
-from robustgsl.io import write_json_atomic, write_text_atomic
 from robustgsl.losses import GraphSmoothnessLoss, pairwise_distances
 from robustgsl.progress import progress
+from robustgsl.schema.run import EpochMetrics
 
 Log = Callable[[str], None]
-_EVAL_BATCH = 500
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise InputError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
-    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        raise InputError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
-    if resolved.type not in ("cpu", "cuda"):
-        raise InputError(f"unsupported device {device!r}; use 'cpu', 'cuda' or 'cuda:N'")
-    return resolved
 
 
 def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -54,12 +42,6 @@ def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.
         return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                nesterov=config.nesterov, weight_decay=config.weight_decay)
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-
-
-def autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def batch_errors(loss_name: str, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -71,32 +53,19 @@ def batch_errors(loss_name: str, outputs: torch.Tensor, labels: torch.Tensor) ->
     return (labels[distances.argmin(1)] != labels).sum()
 
 
-@torch.no_grad()
-def predict_outputs(model, images: torch.Tensor, device: torch.device, amp: bool, channels_last: bool) -> torch.Tensor:
-    """Model outputs of uint8 (N, 3, H, W) images, in float32 (the caller sets eval mode)."""
-    chunks = []
-    for start in range(0, len(images), _EVAL_BATCH):
-        batch = to_float(images[start:start + _EVAL_BATCH].to(device))
-        if channels_last and device.type == "cuda":
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp):
-            out = model(batch)
-        chunks.append(out.float())
-    return torch.cat(chunks)
-
-
 def validation_error(model, config: TrainConfig, monitor, references, device) -> float:
-    """Argmax error (CE) or 1-NN error against training references (GSL) on the monitor images."""
+    """Argmax error (CE) or 1-NN error of the embeddings against training references (GSL) on the monitor images."""
     was_training = model.training
     model.eval()
     images, labels = monitor
+    options = dict(amp=config.amp, channels_last=config.channels_last, out_device=device)
+    outputs, embeddings = infer(model, images, device, **options)
     if config.loss == "ce":
-        predictions = predict_outputs(model, images, device, config.amp, config.channels_last).argmax(1)
+        predictions = outputs.argmax(1)
     else:
         reference_images, reference_labels = references
-        queries = predict_outputs(model, images, device, config.amp, config.channels_last)
-        keys = predict_outputs(model, reference_images, device, config.amp, config.channels_last)
-        predictions = reference_labels[torch.cdist(queries, keys).argmin(1)]
+        _, keys = infer(model, reference_images, device, **options)
+        predictions = reference_labels[torch.cdist(embeddings, keys).argmin(1)]
     model.train(was_training)
     return float((predictions != labels).float().mean())
 
@@ -126,7 +95,8 @@ class Criterion:
         self.config = config
         self.context = context
         self.loss_name = config.loss
-        self.gsl = GraphSmoothnessLoss(k=config.k, alpha=config.alpha, reduction=config.gsl_reduction) if config.loss == "gsl" else None
+        self.gsl = GraphSmoothnessLoss(k=config.k, alpha=config.alpha, reduction=config.gsl_reduction) \
+            if config.loss == "gsl" else None
 
     def __call__(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.gsl is None:
@@ -136,21 +106,9 @@ class Criterion:
         return self.gsl(outputs, labels)
 
 
-def _split_training_set(images, labels, config: TrainConfig):
-    """Hold out ``val_size`` training images (seeded) for the validation error; the rest trains."""
-    if config.val_size == 0:
-        return (images, labels), None
-    if config.val_size >= len(labels):
-        raise InputError(f"val size {config.val_size} must be smaller than the training set ({len(labels)} images)")
-    order = np.random.RandomState(config.seed).permutation(len(labels))
-    held_out, kept = np.sort(order[:config.val_size]), np.sort(order[config.val_size:])
-    return (images[kept], labels[kept]), (images[held_out], labels[held_out])
-
-
-def _config_mismatch(saved: dict, current: dict) -> list[str]:
-    # Extending a run (more epochs) and changing speed options are allowed on resume.
-    free = {"epochs", "amp", "channels_last", "compile"}
-    return [key for key in current if key not in free and saved.get(key) != current[key]]
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """Seed of one random stream (0: data order; 1 + rank: that rank's augmentation) in one epoch."""
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def train(
@@ -166,44 +124,104 @@ def train(
 ) -> Path:
     """Train one model into ``run_dir`` and return it. Resumable with ``resume=True``."""
     log = log or (lambda message: None)
+    config = resolve_config(config)
     validate_config(config)
-    run_dir = Path(run_dir)
+    run = _open_run(config, Path(run_dir), device, resume)
+    data = _load_data(run, data_dir, download)
+    if run.context.is_main:
+        _start_records(run, data, command_line)
+    training = _build_training(run, log)
+    started = time.time()
+    for epoch in range(training.start_epoch, config.epochs + 1):
+        epoch_start = time.time()
+        lr, loss, train_error = _train_epoch(run, data, training, epoch, quiet)
+        if run.context.is_main:
+            row = EpochMetrics(epoch=epoch, loss=loss, lr=lr, train_error=train_error,
+                               val_error=validation_error(training.model, config, data.monitor, data.references,
+                                                          run.device),
+                               epoch_time_s=time.time() - epoch_start)
+            _checkpoint(run, training, row, log)
+        barrier(run.context)
+    _finish(run, training, started)
+    return run.run_dir
+
+
+# --- step 1: open or resume the run folder --------------------------------------------------------
+
+@dataclass
+class _Run:
+    """Where and how this process trains."""
+
+    config: TrainConfig
+    run_dir: Path
+    context: DistributedContext
+    device: torch.device
+    record: dict  # config.json: the recipe as recorded
+    checkpoint: dict | None  # the state to resume from
+
+    @property
+    def name(self) -> str:
+        return self.config.name or self.config.loss
+
+
+def _open_run(config: TrainConfig, run_dir: Path, device: str | None, resume: bool) -> _Run:
     context = init_from_environment(device)
-    device_obj = torch.device(f"cuda:{context.local_rank}") if context.enabled and torch.cuda.is_available() \
-        and (device is None or device.startswith("cuda")) else resolve_device(device)
-    info = dataset_info(config.dataset)
+    device_obj = resolve_device(device, context.local_rank if context.enabled else None)
     if config.sync_batchnorm and device_obj.type != "cuda":
         raise InputError("--sync-batchnorm needs CUDA devices (SyncBatchNorm has no CPU implementation)")
-    # The world size is part of the recipe: it sets the global batch and the data each rank sees.
-    config_dict = config.to_dict() | {"num_classes": info.num_classes, "world_size": context.world_size}
-
-    checkpoint = None
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not resume:
-            raise InputError(
-                f"run folder {run_dir} already exists and is not empty; pass --resume to continue it, "
-                f"or choose another --out"
-            )
-        if runs.is_finished(run_dir) and not (run_dir / runs.CHECKPOINT_FILE).exists():
-            raise InputError(f"run folder {run_dir} holds a finished run without a checkpoint; nothing to resume")
-        mismatch = _config_mismatch(runs.read_config(run_dir), config_dict)
-        if mismatch:
-            raise InputError(
-                f"cannot resume {run_dir}: its config differs in {', '.join(sorted(mismatch))}; "
-                f"resume with the same options or choose another --out"
-            )
-        if (run_dir / runs.CHECKPOINT_FILE).exists():
-            checkpoint = runs.load_checkpoint(run_dir / runs.CHECKPOINT_FILE, device_obj)
-            if int(checkpoint["epoch"]) > config.epochs:
-                raise InputError(
-                    f"cannot resume {run_dir} with --epochs {config.epochs}: its checkpoint is at epoch "
-                    f"{int(checkpoint['epoch'])}; pass at least that many epochs"
-                )
-    elif resume:
-        raise InputError(f"cannot resume: run folder {run_dir} does not exist or is empty")
+    record = runs.config_record(config, context.world_size)
+    checkpoint = _resumable_checkpoint(run_dir, record, config, resume, device_obj)
     # Every rank has looked at the folder before rank 0 starts writing into it.
     barrier(context)
+    return _Run(config, run_dir, context, device_obj, record, checkpoint)
 
+
+def _resumable_checkpoint(run_dir: Path, record: dict, config: TrainConfig, resume: bool, device) -> dict | None:
+    """The checkpoint to continue from (None: start afresh), after the resume rules are checked."""
+    if not (run_dir.exists() and any(run_dir.iterdir())):
+        if resume:
+            raise InputError(f"cannot resume: run folder {run_dir} does not exist or is empty")
+        return None
+    if not resume:
+        raise InputError(f"run folder {run_dir} already exists and is not empty; pass --resume to continue it, "
+                         f"or choose another --out")
+    checkpoint_path = run_dir / runs.CHECKPOINT_FILE
+    if runs.is_finished(run_dir) and not checkpoint_path.exists():
+        raise InputError(f"run folder {run_dir} holds a finished run without a checkpoint; nothing to resume")
+    mismatch = _config_mismatch(runs.read_config(run_dir), record)
+    if mismatch:
+        raise InputError(f"cannot resume {run_dir}: its config differs in {', '.join(sorted(mismatch))}; "
+                         f"resume with the same options or choose another --out")
+    if not checkpoint_path.exists():
+        return None
+    checkpoint = runs.load_checkpoint(checkpoint_path, device)
+    if int(checkpoint["epoch"]) > config.epochs:
+        raise InputError(f"cannot resume {run_dir} with --epochs {config.epochs}: its checkpoint is at epoch "
+                         f"{int(checkpoint['epoch'])}; pass at least that many epochs")
+    return checkpoint
+
+
+def _config_mismatch(saved: dict, current: dict) -> list[str]:
+    # Extending a run (more epochs) and changing speed options are allowed on resume.
+    free = {"epochs", "amp", "channels_last", "compile"}
+    return [key for key in current if key not in free and saved.get(key) != current[key]]
+
+
+# --- step 2: the data, on the device --------------------------------------------------------------
+
+@dataclass
+class _Data:
+    images: torch.Tensor  # uint8 (N, 3, H, W) training images on the device
+    labels: torch.Tensor
+    monitor: tuple[torch.Tensor, torch.Tensor]  # images and labels of the per-epoch validation error
+    references: tuple[torch.Tensor, torch.Tensor]  # training images the GSL 1-NN validation searches
+    steps: int  # optimisation steps per epoch
+    flip: bool  # whether augmentation flips (not for digits and SVHN)
+    validation_source: str
+
+
+def _load_data(run: _Run, data_dir, download: bool) -> _Data:
+    config, context = run.config, run.context
     # Rank 0 downloads (if needed) before the others read: torchvision extracts in place.
     if not context.is_main:
         barrier(context)
@@ -216,177 +234,74 @@ def train(
     (train_images, train_labels), held_out = _split_training_set(train_images, train_labels, config)
     if held_out is not None:
         monitor_images, monitor_labels = held_out
+        source = "held-out training slice"
     else:
         monitor_images, monitor_labels = test_images[:config.monitor_size], test_labels[:config.monitor_size]
-
-    if context.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if checkpoint is not None and int(checkpoint["epoch"]) < config.epochs:
-            # Extending a finished run: its old final weights must not pass for the new run's.
-            (run_dir / runs.WEIGHTS_FILE).unlink(missing_ok=True)
-        write_json_atomic(run_dir / runs.CONFIG_FILE, config_dict)
-        previous = runs.read_json(run_dir / runs.ENVIRONMENT_FILE) if checkpoint is not None else {}
-        environment = runs.environment_info(device_obj, config.seed, command_line, {
-            "world_size": context.world_size,
-            # Every rank draws the same data order and its own augmentation stream.
-            "augmentation_streams": "epoch_seed(seed, epoch, 1 + rank); data order: epoch_seed(seed, epoch, 0)",
-            "sync_batchnorm": config.sync_batchnorm,
-            "validation_source": "held-out training slice" if held_out is not None
-            else f"first {len(monitor_labels)} test images (monitoring only; no model selection)",
-        })
-        if previous:  # a resumed run keeps its first start and accumulated wall time
-            environment.update(started_at=previous.get("started_at"), wall_time_s=previous.get("wall_time_s", 0.0),
-                               resumed_at=previous.get("resumed_at", []) + [runs.now_iso()])
-        write_json_atomic(run_dir / runs.ENVIRONMENT_FILE, environment)
-
-    # Same initial weights on every device and rank: initialise on the CPU from the seed.
-    torch.manual_seed(config.seed)
-    model = runs.build_model_from_config(config_dict)
-    if config.sync_batchnorm and context.enabled:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = model.to(device_obj)
-    if config.channels_last and device_obj.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(config, model)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.milestones, gamma=config.gamma)
-
-    # Data order and augmentation are reseeded every epoch from (seed, epoch[, rank]), so a resumed run
-    # draws exactly what an uninterrupted one would, without saving generator states.
-    order_generator = torch.Generator(device=device_obj)
-    augment_generator = torch.Generator(device=device_obj)
-    start_epoch = 1
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        start_epoch = int(checkpoint["epoch"]) + 1
-    metrics = [row for row in runs.read_metrics(run_dir) if row["epoch"] < start_epoch]
-
-    training_model = model
-    if context.enabled:
-        training_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device_obj.index] if device_obj.type == "cuda" else None
-        )
-    use_compile = config.compile if config.compile is not None else device_obj.type == "cuda"
-    step_model = _maybe_compile(training_model, use_compile, log if context.is_main else None)
-    compiled_unproven = step_model is not training_model
-    criterion = Criterion(config, context)
-
-    images_on_device = to_device_images(train_images, device_obj)
-    labels_on_device = torch.from_numpy(train_labels).to(device_obj)
-    monitor = (to_device_images(monitor_images, device_obj), torch.from_numpy(monitor_labels).to(device_obj))
-    reference_count = min(config.val_reference_size, len(train_labels))
-    references = (images_on_device[:reference_count], labels_on_device[:reference_count])
-
-    # bf16 autocast and channels_last only on CUDA; on the CPU they would only slow the step down.
-    use_fast_path = config.amp and device_obj.type == "cuda"
-    use_channels_last = config.channels_last and device_obj.type == "cuda"
-    if device_obj.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
+        source = f"first {len(monitor_labels)} test images (monitoring only; no model selection)"
     global_batch = config.batch_size * context.world_size
     steps = len(train_labels) // global_batch
     if steps == 0:
-        raise InputError(
-            f"the training set ({len(train_labels)} images) is smaller than one global batch ({global_batch}); "
-            f"lower --batch-size"
-        )
-    if context.is_main and start_epoch > 1:
-        log(f"[{config.name or config.loss}] resuming {run_dir} at epoch {start_epoch}")
-    started = time.time()
-    for epoch in range(start_epoch, config.epochs + 1):
-        epoch_start = time.time()
-        training_model.train()
-        order_generator.manual_seed(epoch_seed(config.seed, epoch, stream=0))
-        augment_generator.manual_seed(epoch_seed(config.seed, epoch, stream=1 + context.rank))
-        epoch_lr = optimizer.param_groups[0]["lr"]
-        permutation = torch.randperm(len(train_labels), generator=order_generator, device=device_obj)
-        loss_sum = torch.zeros((), device=device_obj)
-        wrong = torch.zeros((), device=device_obj, dtype=torch.long)
-        bar = progress(range(steps), quiet=quiet or not context.is_main,
-                       desc=f"{config.name or config.loss} epoch {epoch}/{config.epochs}")
-        for step in bar:
-            offset = step * global_batch + context.rank * config.batch_size
-            index = permutation[offset:offset + config.batch_size]
-            images = images_on_device[index]
-            if config.augment:
-                images = augment_batch(images, augment_generator, flip=info.flip)
-            step_arguments = (criterion, optimizer, images, labels_on_device[index])
-            step_options = dict(amp=use_fast_path, channels_last=use_channels_last)
-            if compiled_unproven:
-                # torch.compile compiles at the first call: a failure there falls back to eager mode.
-                try:
-                    loss, errors = train_step(step_model, *step_arguments, **step_options)
-                except Exception as error:  # noqa: BLE001 - any compiler failure means "run eagerly"
-                    if context.is_main:
-                        log(f"torch.compile failed ({type(error).__name__}: {str(error)[:200]}); running eagerly")
-                    step_model = training_model
-                    loss, errors = train_step(step_model, *step_arguments, **step_options)
-                compiled_unproven = False
-            else:
-                loss, errors = train_step(step_model, *step_arguments, **step_options)
-            loss_sum += loss
-            wrong += errors
-        scheduler.step()
-        totals = all_reduce_sum(torch.stack([loss_sum, wrong.to(loss_sum.dtype)]), context)
-        epoch_loss = float(totals[0]) / (steps * context.world_size)
-        if not math.isfinite(epoch_loss):
-            kept = (f"{run_dir / runs.CHECKPOINT_FILE} keeps the last good state (epoch {epoch - 1})"
-                    if epoch > 1 else "no epoch finished, so there is no checkpoint")
-            raise TrainingError(
-                f"[{config.name or config.loss}] the loss became {epoch_loss} in epoch {epoch}; stopped. {kept}. "
-                f"Start a new run (another --out) with a lower --lr; resuming would replay the same steps"
-            )
-        if context.is_main:
-            row = {
-                "epoch": epoch,
-                "loss": epoch_loss,
-                "lr": epoch_lr,
-                "train_error": float(totals[1]) / (steps * global_batch),
-                "val_error": validation_error(model, config, monitor, references, device_obj),
-                "epoch_time_s": time.time() - epoch_start,
-            }
-            metrics.append(row)
-            # Metrics first: a kill between the two writes then loses nothing (rows past the
-            # checkpoint are dropped on resume and written again).
-            write_text_atomic(run_dir / runs.METRICS_FILE, "".join(json.dumps(m) + "\n" for m in metrics))
-            _save_checkpoint(run_dir, epoch, model, optimizer, scheduler)
-            log(f"[{config.name or config.loss}] epoch {epoch}/{config.epochs}  loss {row['loss']:.4f}  "
-                f"lr {row['lr']:.3g}  train err {row['train_error']:.2%}  val err {row['val_error']:.2%}  "
-                f"{row['epoch_time_s']:.1f}s")
-        barrier(context)
-
-    if context.is_main:
-        from safetensors.torch import save_file
-
-        from robustgsl.io import atomic_path
-
-        with atomic_path(run_dir / runs.WEIGHTS_FILE) as tmp:
-            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-        environment = runs.read_json(run_dir / runs.ENVIRONMENT_FILE)
-        # Wall time of this process; a resumed run adds to what the earlier processes recorded.
-        environment["wall_time_s"] = environment.get("wall_time_s", 0.0) + (time.time() - started)
-        environment["finished_at"] = runs.now_iso()
-        write_json_atomic(run_dir / runs.ENVIRONMENT_FILE, environment)
-    barrier(context)
-    return run_dir
+        raise InputError(f"the training set ({len(train_labels)} images) is smaller than one global batch "
+                         f"({global_batch}); lower --batch-size")
+    images = to_device_images(train_images, run.device)
+    labels = torch.from_numpy(train_labels).to(run.device)
+    references = min(config.val_reference_size, len(train_labels))
+    return _Data(
+        images=images, labels=labels,
+        monitor=(to_device_images(monitor_images, run.device), torch.from_numpy(monitor_labels).to(run.device)),
+        references=(images[:references], labels[:references]), steps=steps,
+        flip=dataset_info(config.dataset).flip, validation_source=source,
+    )
 
 
-def epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    """Seed of one random stream (0: data order; 1 + rank: that rank's augmentation) in one epoch."""
-    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
+def _split_training_set(images, labels, config: TrainConfig):
+    """Hold out ``val_size`` training images (seeded) for the validation error; the rest trains."""
+    if config.val_size == 0:
+        return (images, labels), None
+    if config.val_size >= len(labels):
+        raise InputError(f"val size {config.val_size} must be smaller than the training set ({len(labels)} images)")
+    order = np.random.RandomState(config.seed).permutation(len(labels))
+    held_out, kept = np.sort(order[:config.val_size]), np.sort(order[config.val_size:])
+    return (images[kept], labels[kept]), (images[held_out], labels[held_out])
 
 
-def _save_checkpoint(run_dir, epoch, model, optimizer, scheduler):
-    from robustgsl.io import atomic_path
+# --- step 3: the run folder's records (rank 0) ----------------------------------------------------
 
-    state = {
-        "epoch": epoch,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-    }
-    with atomic_path(run_dir / runs.CHECKPOINT_FILE) as tmp:
-        torch.save(state, tmp)
+def _start_records(run: _Run, data: _Data, command_line: list[str] | None) -> None:
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    if run.checkpoint is not None and int(run.checkpoint["epoch"]) < run.config.epochs:
+        # Extending a finished run: its old final weights must not pass for the new run's.
+        (run.run_dir / runs.WEIGHTS_FILE).unlink(missing_ok=True)
+    runs.write_config(run.run_dir, run.record)
+    runs.start_environment(run.run_dir, run.config, run.device, run.context.world_size, data.validation_source,
+                           command_line, resumed=run.checkpoint is not None)
+
+
+# --- step 4: model, optimiser and the step function ----------------------------------------------
+
+class _Step:
+    """``train_step`` through the (possibly compiled) model. torch.compile compiles at the first call:
+    a failure there falls back to eager mode, with a message."""
+
+    def __init__(self, eager_model, use_compile: bool, amp: bool, channels_last: bool, log: Log | None):
+        self.eager_model = eager_model
+        self.model = _maybe_compile(eager_model, use_compile, log)
+        self.unproven = self.model is not eager_model
+        self.options = dict(amp=amp, channels_last=channels_last)
+        self.log = log
+
+    def __call__(self, *arguments) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.unproven:
+            return train_step(self.model, *arguments, **self.options)
+        try:
+            result = train_step(self.model, *arguments, **self.options)
+        except Exception as error:  # noqa: BLE001 - any compiler failure means "run eagerly"
+            if self.log:
+                self.log(f"torch.compile failed ({type(error).__name__}: {str(error)[:200]}); running eagerly")
+            self.model = self.eager_model
+            result = train_step(self.model, *arguments, **self.options)
+        self.unproven = False
+        return result
 
 
 def _maybe_compile(model, enabled: bool, log: Log | None):
@@ -398,6 +313,119 @@ def _maybe_compile(model, enabled: bool, log: Log | None):
         if log:
             log(f"torch.compile unavailable ({type(error).__name__}: {error}); running eagerly")
         return model
+
+
+@dataclass
+class _Training:
+    model: torch.nn.Module  # the plain model (validation, checkpoints, weights)
+    training_model: torch.nn.Module  # the model the steps run (DistributedDataParallel under torchrun)
+    step: _Step
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    criterion: Criterion
+    start_epoch: int
+    metrics: list[dict]  # metrics.jsonl rows of the finished epochs
+    order_generator: torch.Generator
+    augment_generator: torch.Generator
+
+
+def _build_training(run: _Run, log: Log) -> _Training:
+    config, context, device = run.config, run.context, run.device
+    # Same initial weights on every device and rank: initialise on the CPU from the seed.
+    torch.manual_seed(config.seed)
+    model = runs.build_model_from_config(run.record)
+    if config.sync_batchnorm and context.enabled:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    if config.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(config, model)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.milestones, gamma=config.gamma)
+    start_epoch = 1
+    if run.checkpoint is not None:
+        model.load_state_dict(run.checkpoint["model"])
+        optimizer.load_state_dict(run.checkpoint["optimizer"])
+        scheduler.load_state_dict(run.checkpoint["scheduler"])
+        start_epoch = int(run.checkpoint["epoch"]) + 1
+    training_model = model
+    if context.enabled:
+        training_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    use_compile = config.compile if config.compile is not None else device.type == "cuda"
+    # bf16 autocast and channels_last only on CUDA; on the CPU they would only slow the step down.
+    on_cuda = device.type == "cuda"
+    step = _Step(training_model, use_compile, config.amp and on_cuda, config.channels_last and on_cuda,
+                 log if context.is_main else None)
+    if on_cuda:
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
+    if context.is_main and start_epoch > 1:
+        log(f"[{run.name}] resuming {run.run_dir} at epoch {start_epoch}")
+    # Data order and augmentation are reseeded every epoch from (seed, epoch[, rank]), so a resumed run
+    # draws exactly what an uninterrupted one would, without saving generator states.
+    return _Training(
+        model=model, training_model=training_model, step=step, optimizer=optimizer, scheduler=scheduler,
+        criterion=Criterion(config, context), start_epoch=start_epoch,
+        metrics=[row for row in runs.read_metrics(run.run_dir) if row["epoch"] < start_epoch],
+        order_generator=torch.Generator(device=device), augment_generator=torch.Generator(device=device),
+    )
+
+
+# --- step 5: one epoch, one checkpoint ------------------------------------------------------------
+
+def _train_epoch(run: _Run, data: _Data, training: _Training, epoch: int, quiet: bool) -> tuple[float, float, float]:
+    """One pass over the training set; returns (lr, mean loss, training-batch error) over all ranks."""
+    config, context = run.config, run.context
+    training.training_model.train()
+    training.order_generator.manual_seed(epoch_seed(config.seed, epoch, stream=0))
+    training.augment_generator.manual_seed(epoch_seed(config.seed, epoch, stream=1 + context.rank))
+    epoch_lr = training.optimizer.param_groups[0]["lr"]
+    permutation = torch.randperm(len(data.labels), generator=training.order_generator, device=run.device)
+    loss_sum = torch.zeros((), device=run.device)
+    wrong = torch.zeros((), device=run.device, dtype=torch.long)
+    global_batch = config.batch_size * context.world_size
+    for step in progress(range(data.steps), quiet=quiet or not context.is_main,
+                         desc=f"{run.name} epoch {epoch}/{config.epochs}"):
+        offset = step * global_batch + context.rank * config.batch_size
+        index = permutation[offset:offset + config.batch_size]
+        images = data.images[index]
+        if config.augment:
+            images = augment_batch(images, training.augment_generator, flip=data.flip)
+        loss, errors = training.step(training.criterion, training.optimizer, images, data.labels[index])
+        loss_sum += loss
+        wrong += errors
+    training.scheduler.step()
+    totals = all_reduce_sum(torch.stack([loss_sum, wrong.to(loss_sum.dtype)]), context)
+    epoch_loss = float(totals[0]) / (data.steps * context.world_size)
+    if not math.isfinite(epoch_loss):
+        kept = (f"{run.run_dir / runs.CHECKPOINT_FILE} keeps the last good state (epoch {epoch - 1})"
+                if epoch > 1 else "no epoch finished, so there is no checkpoint")
+        raise TrainingError(
+            f"[{run.name}] the loss became {epoch_loss} in epoch {epoch}; stopped. {kept}. "
+            f"Start a new run (another --out) with a lower --lr; resuming would replay the same steps"
+        )
+    return epoch_lr, epoch_loss, float(totals[1]) / (data.steps * global_batch)
+
+
+def _checkpoint(run: _Run, training: _Training, row: EpochMetrics, log: Log) -> None:
+    """Rank 0 after an epoch: metrics.jsonl, then the checkpoint, then the epoch's line."""
+    training.metrics.append(dataclasses.asdict(row))
+    # Metrics first: a kill between the two writes then loses nothing (rows past the
+    # checkpoint are dropped on resume and written again).
+    runs.write_metrics(run.run_dir, training.metrics)
+    runs.save_checkpoint(run.run_dir, row.epoch, training.model, training.optimizer, training.scheduler)
+    log(f"[{run.name}] epoch {row.epoch}/{run.config.epochs}  loss {row.loss:.4f}  lr {row.lr:.3g}  "
+        f"train err {row.train_error:.2%}  val err {row.val_error:.2%}  {row.epoch_time_s:.1f}s")
+
+
+# --- step 6: finish -------------------------------------------------------------------------------
+
+def _finish(run: _Run, training: _Training, started: float) -> None:
+    """Rank 0 writes the final weights (which mark the run finished) and the wall time."""
+    if run.context.is_main:
+        runs.save_weights(run.run_dir, training.model)
+        # Wall time of this process; a resumed run adds to what the earlier processes recorded.
+        runs.finish_environment(run.run_dir, time.time() - started)
+    barrier(run.context)
 
 
 def train_both(
@@ -415,7 +443,6 @@ def train_both(
         # Resuming a pair interrupted during CE: the GSL run has not started yet and starts afresh.
         started = run_dir.is_dir() and any(run_dir.iterdir())
         paths.append(train(configs[name], run_dir, resume=resume and started, **train_kwargs))
-    marker_root = Path(runs_root) if runs_root is not None else out_dir.parent
     if is_main_process():
-        write_text_atomic(marker_root / runs.LAST_PAIR_FILE, str(out_dir.resolve()) + "\n")
+        runs.write_last_pair(Path(runs_root) if runs_root is not None else out_dir.parent, out_dir)
     return paths

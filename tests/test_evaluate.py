@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from robustgsl import runs
 from robustgsl.cli import main
-from robustgsl.config import make_config
+from robustgsl.config import EvalConfig, make_config
 from robustgsl.data import load_dataset
 from robustgsl.evaluate import evaluate
 from robustgsl.train import train_both
@@ -31,9 +31,9 @@ def pair(tmp_path_factory):
 def evaluation(pair, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("eval")
     corruption_dir = workdir / "DIGITS-C"
-    out = evaluate([pair / "ce", pair / "gsl"], out_dir=workdir / "report", corruptions=",".join(CORRUPTIONS),
-                   svc_train_size=300, n_bootstrap=200, device="cpu", workers=1, report=False, quiet=True,
-                   corruption_dir=_generate(corruption_dir))
+    out = evaluate([pair / "ce", pair / "gsl"], EvalConfig(
+        out_dir=workdir / "report", corruptions=",".join(CORRUPTIONS), svc_train_size=300, n_bootstrap=200,
+        device="cpu", workers=1, report=False, quiet=True, corruption_dir=_generate(corruption_dir)))
     return out, corruption_dir
 
 
@@ -113,8 +113,8 @@ def test_released_layout_folder_is_accepted(evaluation, pair, tmp_path):
     released.mkdir()
     for name in CORRUPTIONS + ["labels"]:
         shutil.copy(corruption_dir / f"{name}.npy", released / f"{name}.npy")
-    out = evaluate([pair / "ce"], out_dir=tmp_path / "out", corruption_dir=released, corruptions="contrast",
-                   heads=["argmax"], n_bootstrap=20, device="cpu", report=False, quiet=True)
+    out = evaluate([pair / "ce"], EvalConfig(out_dir=tmp_path / "out", corruption_dir=released, corruptions="contrast",
+                                             heads=["argmax"], n_bootstrap=20, device="cpu", report=False, quiet=True))
     meta = json.loads((out / "evaluation.json").read_text())
     assert meta["corruption_source"]["kind"] == "released"
     first = pd.read_csv(evaluation[0] / "errors.csv")
@@ -197,9 +197,9 @@ def test_second_evaluation_reuses_the_cache_and_gives_the_same_numbers(evaluatio
     assert len(digest_folders) == 1  # one checkpoint, one cache folder named by its weights' hash
     cached = sorted(p.name for p in digest_folders[0].iterdir())
     assert "train_embeddings.npy" in cached and any(name.startswith("contrast-s5-") for name in cached)
-    again = evaluate([pair / "ce", pair / "gsl"], out_dir=tmp_path / "again", corruptions=",".join(CORRUPTIONS),
-                     svc_train_size=300, n_bootstrap=200, device="cpu", report=False, quiet=True,
-                     corruption_dir=corruption_dir)
+    again = evaluate([pair / "ce", pair / "gsl"], EvalConfig(
+        out_dir=tmp_path / "again", corruptions=",".join(CORRUPTIONS), svc_train_size=300, n_bootstrap=200,
+        device="cpu", report=False, quiet=True, corruption_dir=corruption_dir))
     assert (again / "errors.csv").read_bytes() == (out / "errors.csv").read_bytes()
 
 

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -22,6 +23,7 @@ from robustgsl.report.figures import project_2d
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report_fixtures import CORRUPTIONS, make_evaluation  # noqa: E402
+from schema_checks import evaluation_folder_problems, run_folder_problems  # noqa: E402
 
 INJECTED = "<script>alert(1)</script>"
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -195,7 +197,8 @@ def test_header_and_embedding_caption_say_what_a_reader_needs(demo):
     meta = json.loads((eval_dir / "evaluation.json").read_text())
     header = " ".join(one(root.find_all("header")).text().split())
     assert meta["git_sha"] in header
-    assert meta["created_at"].replace("T", " ") in header  # no ISO "T" in the readable time
+    created = datetime.fromisoformat(meta["created_at"])
+    assert created.strftime("%Y-%m-%d %H:%M:%S") + " UTC" in header  # no ISO "T" in the readable time
     corruption = str(np.load(eval_dir / "embeddings.npz")["embedding_corruption"]).replace("_", " ")
     caption = " ".join(one(root.find_all("section", id="embeddings")).find_all("figcaption")[0].text().split())
     assert f"under {corruption} at severity 5 (the highest evaluated)" in caption
@@ -441,9 +444,14 @@ def test_projection_matches_scikit_learn_pca_up_to_sign():
     assert how == "embedding axes"
 
 
-def test_fixture_follows_the_format_contract(tmp_path):
+def test_fixture_follows_the_schema(tmp_path):
     # Guards the fixture itself: a report test is only as good as the files it reads.
     eval_dir = make_evaluation(tmp_path)
+    assert evaluation_folder_problems(eval_dir) == []
+    for model in ("ce", "gsl"):
+        assert run_folder_problems(tmp_path / "runs" / "demo" / model) == []
+    without_baseline = make_evaluation(tmp_path / "b", models=("gsl",), baseline=False)
+    assert evaluation_folder_problems(without_baseline) == []
     summary = pd.read_csv(eval_dir / "summary.csv")
     assert list(summary.columns) == [
         "model", "head", "baseline", "clean_error", "clean_error_low", "clean_error_high",
@@ -452,6 +460,64 @@ def test_fixture_follows_the_format_contract(tmp_path):
         "relative_mce_corruptions", "n_test"]
     assert list(pd.read_csv(eval_dir / "errors.csv").columns) == ["model", "head", "corruption", "severity", "error"]
     wide = pd.read_csv(eval_dir / "robustbench.csv", header=[0, 1], index_col=0)
-    assert wide.shape == (5, 75)
+    assert wide.shape == (5, 76)  # the clean accuracy, then 15 corruptions x 5 severities
+    assert tuple(wide.columns[0]) == ("clean", "0")
     meta = json.loads((eval_dir / "evaluation.json").read_text())
     assert meta["baseline"] == "ce/argmax" and len(meta["models"]) == 2
+
+
+def test_schema_checks_catch_drift(tmp_path):
+    # The checks above must be able to fail: the drift this fixture once had is caught.
+    eval_dir = make_evaluation(tmp_path)
+    run_dir = tmp_path / "runs" / "demo" / "gsl"
+    environment = json.loads((run_dir / "environment.json").read_text())
+    environment.update(environment.pop("versions"))  # flat python / torch instead of nested versions
+    (run_dir / "environment.json").write_text(json.dumps(environment))
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps(config | {"flip": True}))  # a field TrainConfig lacks
+    problems = " ".join(run_folder_problems(run_dir))
+    assert "versions is NoneType" in problems and "unexpected ['flip']" in problems
+    wide = pd.read_csv(eval_dir / "robustbench.csv", header=[0, 1], index_col=0)
+    wide.drop(columns=[("clean", "0")]).to_csv(eval_dir / "robustbench.csv")  # 75 instead of 76 columns
+    meta = json.loads((eval_dir / "evaluation.json").read_text())
+    (eval_dir / "evaluation.json").write_text(json.dumps(meta | {"versions": {"python": "3.11"}}))
+    problems = " ".join(evaluation_folder_problems(eval_dir))
+    assert "robustbench.csv columns: missing [('clean', '0')]" in problems
+    assert "evaluation.json versions: missing ['numpy', 'robustgsl', 'sklearn', 'torch']" in problems
+
+
+def _key_value_table(root: Node, filename: str) -> Node:
+    return one([t for t in root.find_all("table", cls="kv") if filename in t.parent.text()])
+
+
+def _rows(table: Node) -> dict[str, list[str]]:
+    return {row.children[0].text(): [cell.text() for cell in row.children[1:]] for row in table.find_all("tr")
+            if row.children and row.children[0].tag == "th" and row.parent.tag == "tbody"}
+
+
+def test_environment_versions_are_rows_not_a_json_blob(demo):
+    eval_dir, root = demo
+    environment = json.loads((eval_dir.parent.parent / "runs/demo/ce/environment.json").read_text())
+    rows = _rows(_key_value_table(root, "environment.json"))
+    assert "versions" not in rows
+    for package, version in environment["versions"].items():
+        assert rows[package][0] == version
+    assert rows["command_line"][0] == " ".join(environment["command_line"])
+
+
+def test_hyperparameter_rows_carry_the_option_help(demo):
+    from robustgsl.config import TRAIN_OPTIONS
+
+    _, root = demo
+    titles = {node.text(): node.attrs.get("title")
+              for node in _key_value_table(root, "config.json").find_all("th", cls="mono")}
+    for spec in TRAIN_OPTIONS:
+        assert titles[spec.name] == spec.help
+    assert "classes" in titles["num_classes"]
+
+
+def test_embedding_caption_names_the_highest_evaluated_severity(tmp_path):
+    eval_dir = make_evaluation(tmp_path, severities=(1, 2, 3), examples=False)
+    root = parse(write_report(eval_dir))
+    caption = " ".join(one(root.find_all("section", id="embeddings")).find_all("figcaption")[0].text().split())
+    assert "at severity 3 (the highest evaluated)" in caption

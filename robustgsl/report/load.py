@@ -1,13 +1,13 @@
 """Read an evaluation folder (and the run folders it names) for the report.
 
-The files follow the shared format contract: ``summary.csv``, ``errors.csv``, ``corruption_summary.csv``,
-``evaluation.json``, ``embeddings.npz``, ``example_images.npz`` and, per model, a run folder with
-``config.json``, ``environment.json`` and ``metrics.jsonl``.
+The files, their columns and fields are those of robustgsl/schema/evaluation.py (the evaluation
+folder) and robustgsl/schema/run.py (each model's run folder: config.json, environment.json and
+metrics.jsonl, read through robustgsl/runs.py).
 
 A part that is absent becomes ``None`` plus a sentence in ``missing`` saying why, so the report can say
 "not available because ..." instead of failing. A part that is present but malformed is bad input and
 raises ``InputError`` naming the file, except inside run folders, which belong to training and may be
-mid-write (a truncated last line of ``metrics.jsonl`` is skipped with a note).
+mid-write: there a bad file becomes a note (and metrics.jsonl follows the schema's rule for a bad line).
 """
 
 from __future__ import annotations
@@ -21,19 +21,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from robustgsl import runs
 from robustgsl.errors import InputError
-
-# Columns each CSV must have; the others of the contract are optional here (filled with NaN).
-ERRORS_COLUMNS = ("model", "head", "corruption", "severity", "error")
-SUMMARY_COLUMNS = ("model", "head", "clean_error")
-SUMMARY_NUMERIC = (
-    "clean_error", "clean_error_low", "clean_error_high", "mean_corruption_error",
-    "mce", "mce_low", "mce_high", "relative_mce", "relative_mce_low", "relative_mce_high",
-    "clean_error_diff_low", "clean_error_diff_high", "n_test",
-    "mce_corruptions", "relative_mce_corruptions",  # how many corruptions MCE / relative MCE average
+from robustgsl.schema import Field
+from robustgsl.schema.evaluation import (
+    CORRUPTION_SUMMARY_COLUMNS, CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_COLUMNS, ERRORS_FILE, EXAMPLES_FILE,
+    RECORD_FILE, SUMMARY_COLUMNS, SUMMARY_FILE, numeric, required,
 )
-CORRUPTION_SUMMARY_COLUMNS = ("model", "head", "corruption", "ce", "relative_ce", "mean_error")
-TEXT_COLUMNS = ("model", "head", "corruption", "baseline")
+from robustgsl.schema.run import CONFIG_FILE, ENVIRONMENT_FILE, METRIC_FIELDS, METRICS_FILE
 
 
 @dataclass
@@ -65,19 +60,20 @@ class Evaluation:
     baseline: str | None  # "model/head" of the baseline, if any
 
 
-def _read_csv(path: Path, required: tuple[str, ...], numeric: tuple[str, ...]) -> pd.DataFrame:
+def _read_csv(path: Path, columns: tuple[Field, ...]) -> pd.DataFrame:
+    """A CSV with at least the schema's required columns; its numeric columns as floats (absent ones NaN)."""
     # Read every cell as text first so that run names such as "NA" or "null" stay names.
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise InputError(f"{path} is not a readable CSV file ({error}); rerun `robustgsl evaluate`.") from error
-    absent = [column for column in required if column not in frame.columns]
+    absent = [column for column in required(columns) if column not in frame.columns]
     if absent:
         raise InputError(
-            f"{path} lacks the column(s) {', '.join(absent)}; expected at least {', '.join(required)} "
+            f"{path} lacks the column(s) {', '.join(absent)}; expected at least {', '.join(required(columns))} "
             "(rerun `robustgsl evaluate` to rewrite it)."
         )
-    for column in numeric:
+    for column in numeric(columns):
         if column not in frame.columns:
             frame[column] = np.nan
             continue
@@ -105,26 +101,16 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise InputError(f"{path} is not a readable .npz archive ({error}).") from error
 
 
-def read_metrics(path: Path) -> tuple[pd.DataFrame | None, list[str]]:
-    """metrics.jsonl -> one row per epoch, sorted by epoch; unparsable lines are skipped with a note."""
-    rows, notes = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            notes.append(f"line {number} of {path.name} is not valid JSON and was skipped")
-            continue
-        if isinstance(row, dict) and "epoch" in row:
-            rows.append(row)
+def read_metrics(run_dir: Path) -> tuple[pd.DataFrame | None, list[str]]:
+    """metrics.jsonl -> one row per epoch (robustgsl.runs.read_metrics), plus notes on skipped lines."""
+    notes: list[str] = []
+    rows = runs.read_metrics(run_dir, notes)
     if not rows:
-        return None, notes + [f"{path.name} holds no epochs yet"]
+        return None, notes + [f"{METRICS_FILE} holds no epochs yet"]
     frame = pd.DataFrame(rows)
-    for column in ("epoch", "loss", "lr", "train_error", "val_error", "epoch_time_s"):
+    for column in METRIC_FIELDS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else np.nan
-    frame = frame.sort_values("epoch", kind="stable").drop_duplicates("epoch", keep="last")
-    return frame.reset_index(drop=True), notes
+    return frame, notes
 
 
 def _find_run_dir(text: str, eval_dir: Path) -> Path | None:
@@ -149,21 +135,19 @@ def _load_run(entry: dict, eval_dir: Path) -> Run:
     if run.run_dir is None:
         run.notes.append(f"its run folder {run.run_dir_text} was not found")
         return run
-    for attribute, filename in (("config", "config.json"), ("environment", "environment.json")):
-        path = run.run_dir / filename
-        if not path.is_file():
+    for attribute, filename in (("config", CONFIG_FILE), ("environment", ENVIRONMENT_FILE)):
+        if not (run.run_dir / filename).is_file():
             run.notes.append(f"{filename} is missing from its run folder")
             continue
         try:
-            setattr(run, attribute, json.loads(path.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            setattr(run, attribute, runs.read_json(run.run_dir / filename))
+        except InputError:
             run.notes.append(f"{filename} in its run folder is not valid JSON")
-    metrics_path = run.run_dir / "metrics.jsonl"
-    if metrics_path.is_file():
-        run.metrics, notes = read_metrics(metrics_path)
+    if (run.run_dir / METRICS_FILE).is_file():
+        run.metrics, notes = read_metrics(run.run_dir)
         run.notes.extend(notes)
     else:
-        run.notes.append("its run folder has no metrics.jsonl")
+        run.notes.append(f"its run folder has no {METRICS_FILE}")
     return run
 
 
@@ -179,60 +163,44 @@ def _ordered_keys(summary: pd.DataFrame | None, errors: pd.DataFrame | None) -> 
     return keys
 
 
-def load_evaluation(eval_dir: str | os.PathLike) -> Evaluation:
-    eval_dir = Path(eval_dir)
-    if not eval_dir.is_dir():
-        raise InputError(f"evaluation folder {eval_dir} does not exist; run `robustgsl evaluate` first.")
-    missing: dict[str, str] = {}
+class _Parts:
+    """Reads the optional parts of an evaluation folder, noting in ``missing`` the absent ones."""
 
-    meta: dict[str, Any] = {}
-    if (eval_dir / "evaluation.json").is_file():
-        loaded = _read_json(eval_dir / "evaluation.json")
+    def __init__(self, eval_dir: Path):
+        self.eval_dir = eval_dir
+        self.missing: dict[str, str] = {}
+
+    def present(self, name: str) -> bool:
+        if (self.eval_dir / name).is_file():
+            return True
+        self.missing[name] = f"{name} is missing from the evaluation folder"
+        return False
+
+    def csv(self, name: str, columns: tuple[Field, ...]) -> pd.DataFrame | None:
+        return _read_csv(self.eval_dir / name, columns) if self.present(name) else None
+
+    def npz(self, name: str) -> dict[str, np.ndarray] | None:
+        return _read_npz(self.eval_dir / name) if self.present(name) else None
+
+    def record(self) -> dict[str, Any]:
+        if not self.present(RECORD_FILE):
+            return {}
+        loaded = _read_json(self.eval_dir / RECORD_FILE)
         if not isinstance(loaded, dict):
-            raise InputError(f"{eval_dir / 'evaluation.json'} must hold a JSON object.")
-        meta = loaded
-    else:
-        missing["evaluation.json"] = "evaluation.json is missing from the evaluation folder"
+            raise InputError(f"{self.eval_dir / RECORD_FILE} must hold a JSON object.")
+        return loaded
 
-    def optional_csv(name: str, required: tuple[str, ...], numeric: tuple[str, ...]) -> pd.DataFrame | None:
-        path = eval_dir / name
-        if not path.is_file():
-            missing[name] = f"{name} is missing from the evaluation folder"
-            return None
-        return _read_csv(path, required, numeric)
 
-    summary = optional_csv("summary.csv", SUMMARY_COLUMNS, SUMMARY_NUMERIC)
-    errors = optional_csv("errors.csv", ERRORS_COLUMNS, ("severity", "error"))
-    corruption_summary = optional_csv(
-        "corruption_summary.csv", CORRUPTION_SUMMARY_COLUMNS, ("ce", "relative_ce", "mean_error")
-    )
-    if summary is None and errors is None:
-        raise InputError(
-            f"{eval_dir} holds neither summary.csv nor errors.csv; point at a folder written by "
-            "`robustgsl evaluate`."
-        )
-    if errors is not None:
-        errors["severity"] = errors["severity"].round().astype(int)
-
-    embeddings = None
-    if (eval_dir / "embeddings.npz").is_file():
-        embeddings = _read_npz(eval_dir / "embeddings.npz")
-    else:
-        missing["embeddings.npz"] = "embeddings.npz is missing from the evaluation folder"
-    examples = None
-    if (eval_dir / "example_images.npz").is_file():
-        examples = _read_npz(eval_dir / "example_images.npz")
-    else:
-        missing["example_images.npz"] = "example_images.npz is missing from the evaluation folder"
-
-    keys = _ordered_keys(summary, errors)
+def _runs(meta: dict[str, Any], keys: list[str], eval_dir: Path) -> list[Run]:
     model_entries = meta.get("models")
     if isinstance(model_entries, list) and model_entries:
-        runs = [_load_run(entry, eval_dir) for entry in model_entries if isinstance(entry, dict)]
-    else:
-        names = list(dict.fromkeys(key.rsplit("/", 1)[0] for key in keys))
-        runs = [Run(name=name, notes=["evaluation.json lists no run folder for it"]) for name in names]
+        return [_load_run(entry, eval_dir) for entry in model_entries if isinstance(entry, dict)]
+    models = list(dict.fromkeys(key.rsplit("/", 1)[0] for key in keys))
+    return [Run(name=name, notes=["evaluation.json lists no run folder for it"]) for name in models]
 
+
+def _baseline(meta: dict[str, Any], summary: pd.DataFrame | None, keys: list[str],
+              missing: dict[str, str]) -> str | None:
     baseline = meta.get("baseline") or None
     if baseline is None and summary is not None and "baseline" in summary:
         named = [value for value in summary["baseline"] if value]
@@ -241,9 +209,29 @@ def load_evaluation(eval_dir: str | os.PathLike) -> Evaluation:
         missing["baseline"] = f"the baseline {baseline} is not among the evaluated models/heads"
     if baseline is None:
         missing["baseline"] = "this evaluation has no baseline"
+    return str(baseline) if baseline is not None else None
 
+
+def load_evaluation(eval_dir: str | os.PathLike) -> Evaluation:
+    eval_dir = Path(eval_dir)
+    if not eval_dir.is_dir():
+        raise InputError(f"evaluation folder {eval_dir} does not exist; run `robustgsl evaluate` first.")
+    parts = _Parts(eval_dir)
+    meta = parts.record()
+    summary = parts.csv(SUMMARY_FILE, SUMMARY_COLUMNS)
+    errors = parts.csv(ERRORS_FILE, ERRORS_COLUMNS)
+    corruption_summary = parts.csv(CORRUPTION_SUMMARY_FILE, CORRUPTION_SUMMARY_COLUMNS)
+    if summary is None and errors is None:
+        raise InputError(
+            f"{eval_dir} holds neither {SUMMARY_FILE} nor {ERRORS_FILE}; point at a folder written by "
+            "`robustgsl evaluate`."
+        )
+    if errors is not None:
+        errors["severity"] = errors["severity"].round().astype(int)
+    embeddings, examples = parts.npz(EMBEDDINGS_FILE), parts.npz(EXAMPLES_FILE)
+    keys = _ordered_keys(summary, errors)
     return Evaluation(
         eval_dir=eval_dir, meta=meta, summary=summary, errors=errors, corruption_summary=corruption_summary,
-        embeddings=embeddings, examples=examples, runs=runs, missing=missing, keys=keys,
-        baseline=str(baseline) if baseline is not None else None,
+        embeddings=embeddings, examples=examples, runs=_runs(meta, keys, eval_dir), missing=parts.missing,
+        keys=keys, baseline=_baseline(meta, summary, keys, parts.missing),
     )

@@ -20,17 +20,22 @@ import pandas as pd
 
 from robustgsl import __version__
 from robustgsl.io import write_text_atomic
+from robustgsl.metrics import CLEAN
 from robustgsl.report import figures, tables
 from robustgsl.report.load import Evaluation, load_evaluation
+from robustgsl.schema.evaluation import (
+    CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_FILE, EXAMPLE_ARRAYS, EXAMPLES_FILE, RECORD_FILE,
+    REPORT_FILE, ROBUSTBENCH_FILE, SUMMARY_FILE, embedding_array,
+)
 
 LINKED_FILES = (
-    ("summary.csv", "Table 2 per model/head, with bootstrap intervals"),
-    ("errors.csv", "error per model, head, corruption and severity"),
-    ("corruption_summary.csv", "CE_c and relative CE_c per corruption"),
-    ("robustbench.csv", "accuracies in RobustBench's wide layout"),
-    ("evaluation.json", "what was evaluated, how, and with which versions"),
-    ("embeddings.npz", "test embeddings behind the 2-D view"),
-    ("example_images.npz", "the images of the corruption grid"),
+    (SUMMARY_FILE, "Table 2 per model/head, with bootstrap intervals"),
+    (ERRORS_FILE, "error per model, head, corruption and severity"),
+    (CORRUPTION_SUMMARY_FILE, "CE_c and relative CE_c per corruption"),
+    (ROBUSTBENCH_FILE, "accuracies in RobustBench's wide layout"),
+    (RECORD_FILE, "what was evaluated, how, and with which versions"),
+    (EMBEDDINGS_FILE, "test embeddings behind the 2-D view"),
+    (EXAMPLES_FILE, "the images of the corruption grid"),
 )
 
 
@@ -133,10 +138,10 @@ def _header(evaluation: Evaluation, colours: dict[str, str]) -> dict[str, Any]:
 
 def _severity_curves(evaluation: Evaluation, keys: list[str]) -> tuple[dict, list[int]]:
     errors = evaluation.errors.assign(key=evaluation.errors["model"] + "/" + evaluation.errors["head"])
-    corrupted = errors[errors["corruption"] != "clean"]
+    corrupted = errors[errors["corruption"] != CLEAN]
     severities = sorted(set(int(s) for s in corrupted["severity"]))
     corruptions = list(dict.fromkeys(corrupted["corruption"]))
-    clean = {r["key"]: r["error"] for r in errors[errors["corruption"] == "clean"].to_dict("records")}
+    clean = {r["key"]: r["error"] for r in errors[errors["corruption"] == CLEAN].to_dict("records")}
     curves: dict[str, dict[str, list[float]]] = {}
     for group, members in tables.grouped(corruptions):
         chosen = corrupted[corrupted["corruption"].isin(members)]
@@ -150,13 +155,13 @@ def _severity_curves(evaluation: Evaluation, keys: list[str]) -> tuple[dict, lis
 
 def _example_grid(evaluation: Evaluation) -> dict[str, Any]:
     examples = evaluation.examples
-    needed = ("clean", "corrupted", "corruptions")
+    needed = [array.name for array in EXAMPLE_ARRAYS if array.name not in ("label", "index")]
     absent = [name for name in needed if name not in examples]
     if absent:
-        return {"note": f"example_images.npz lacks {', '.join(absent)}"}
+        return {"note": f"{EXAMPLES_FILE} lacks {', '.join(absent)}"}
     corrupted, names = examples["corrupted"], [str(name) for name in examples["corruptions"]]
     if corrupted.ndim != 5 or corrupted.shape[0] != len(names):
-        return {"note": f"example_images.npz holds corrupted images of shape {corrupted.shape}, "
+        return {"note": f"{EXAMPLES_FILE} holds corrupted images of shape {corrupted.shape}, "
                         f"expected ({len(names)}, 5, H, W, 3)"}
     position = {name: index for index, name in enumerate(names)}
     label = int(examples["label"]) if "label" in examples else None
@@ -183,19 +188,20 @@ def _example_grid(evaluation: Evaluation) -> dict[str, Any]:
 def _embeddings(evaluation: Evaluation) -> dict[str, Any]:
     archive = evaluation.embeddings
     if "labels" not in archive:
-        return {"note": "embeddings.npz has no labels array"}
+        return {"note": f"{EMBEDDINGS_FILE} has no labels array"}
     labels = np.asarray(archive["labels"])
     corruption = str(archive["embedding_corruption"].item()) if "embedding_corruption" in archive else "corrupted"
-    # The contract stores the embeddings at severity 5, the highest of CIFAR-10-C; say so, and say
-    # whether that is the highest severity this evaluation used.
+    # Evaluation stores the corrupted embeddings at the highest severity it evaluated.
     severities = [int(s) for s in evaluation.meta.get("severities") or [] if isinstance(s, (int, float))]
-    severity = "severity 5" + (" (the highest evaluated)" if severities and max(severities) == 5 else "")
+    highest = f"severity {max(severities)}" if severities else "the highest severity"
+    severity = f"{highest} (the highest evaluated)" if severities else "the highest evaluated severity"
     order = [run.name for run in evaluation.runs]
-    names = [name[: -len("__clean")] for name in archive if name.endswith("__clean")]
+    suffix = embedding_array("", "clean")
+    names = [name[: -len(suffix)] for name in archive if name.endswith(suffix)]
     names = [n for n in order if n in names] + sorted(set(names) - set(order))
     panels, notes = [], []
     for name in names:
-        clean, corrupted = archive[f"{name}__clean"], archive.get(f"{name}__corrupted")
+        clean, corrupted = archive[embedding_array(name, "clean")], archive.get(embedding_array(name, "corrupted"))
         if corrupted is None or clean.ndim != 2 or corrupted.shape != clean.shape or len(labels) != len(clean):
             notes.append({"what": f"The embedding view of {name}",
                           "why": f"its arrays in embeddings.npz do not match (clean {clean.shape}, corrupted "
@@ -209,7 +215,7 @@ def _embeddings(evaluation: Evaluation) -> dict[str, Any]:
     dims = ", ".join(f"{name}: d = {clean.shape[1]}" for name, clean, _ in panels)
     return {
         "image": figures.embedding_figure(panels, labels, class_names,
-                                          f"{tables.corruption_label(corruption)}, severity 5"),
+                                          f"{tables.corruption_label(corruption)}, {highest}"),
         "corruption": tables.corruption_label(corruption),
         "severity": severity,
         "n": len(labels),
@@ -229,9 +235,10 @@ def _training(evaluation: Evaluation, colours: dict[str, str]) -> dict[str, Any]
         run_colours[run.name] = colours[own[0]] if own else figures.PALETTE[len(run_colours) % len(figures.PALETTE)]
     figure = figures.training_figure(with_metrics, run_colours) if with_metrics else None
     names = [(run.name, run.config) for run in evaluation.runs]
-    environments = [(run.name, run.environment) for run in evaluation.runs]
-    hyper = tables.side_by_side(names, tables.CONFIG_ORDER) if any(c for _, c in names) else []
-    env = tables.side_by_side(environments, tables.ENVIRONMENT_ORDER) if any(e for _, e in environments) else []
+    environments = [(run.name, tables.environment_rows(run.environment)) for run in evaluation.runs]
+    hyper = tables.side_by_side(names, tables.CONFIG_ORDER, tables.CONFIG_HELP) if any(c for _, c in names) else []
+    env = tables.side_by_side(environments, tables.ENVIRONMENT_ORDER, tables.ENVIRONMENT_HELP) \
+        if any(e for _, e in environments) else []
     for row in env:
         if row["key"] == "wall_time_s":
             row["values"] = [tables.duration(e.get("wall_time_s")) if e else tables.NOT_AVAILABLE
@@ -323,7 +330,7 @@ def render_report(evaluation: Evaluation, page_dir: Path, title: str | None = No
         "version": __version__,
         "header": _header(evaluation, colours),
         "colours": colours,
-        "missing_top": [reason for part, reason in missing.items() if part == "evaluation.json"],
+        "missing_top": [reason for part, reason in missing.items() if part == RECORD_FILE],
         "published": tables.published_rows(),
         "published_source": tables.PUBLISHED_SOURCE,
     }
@@ -338,13 +345,13 @@ def render_report(evaluation: Evaluation, page_dir: Path, title: str | None = No
             context["verdicts_note"] = missing.get("baseline", "no baseline is named")
     else:
         context["table2"], context["verdicts"] = None, []
-        context["table2_note"] = missing["summary.csv"]
+        context["table2_note"] = missing[SUMMARY_FILE]
     context.setdefault("table2_note", None)
     context.setdefault("verdicts_note", None)
 
     context["corruption_table"] = None if evaluation.corruption_summary is None else \
         tables.corruption_table(evaluation, keys)
-    context["corruption_note"] = missing.get("corruption_summary.csv")
+    context["corruption_note"] = missing.get(CORRUPTION_SUMMARY_FILE)
 
     if evaluation.errors is not None:
         context["heat"] = tables.heat_tables(evaluation, keys)
@@ -353,11 +360,11 @@ def render_report(evaluation: Evaluation, page_dir: Path, title: str | None = No
         context["errors_note"] = None if curves else "errors.csv holds no corrupted errors"
     else:
         context["heat"], context["severity_figure"] = None, None
-        context["errors_note"] = missing["errors.csv"]
+        context["errors_note"] = missing[ERRORS_FILE]
 
-    context["grid"] = {"note": missing["example_images.npz"]} if evaluation.examples is None \
+    context["grid"] = {"note": missing[EXAMPLES_FILE]} if evaluation.examples is None \
         else _example_grid(evaluation)
-    context["embeddings"] = {"note": missing["embeddings.npz"], "notes": []} if evaluation.embeddings is None \
+    context["embeddings"] = {"note": missing[EMBEDDINGS_FILE], "notes": []} if evaluation.embeddings is None \
         else _embeddings(evaluation)
     context["training"] = _training(evaluation, colours)
     context["links"] = _links(evaluation, page_dir)
@@ -377,7 +384,7 @@ def write_report(
     one of its files is malformed; parts that are merely absent are reported inside the page.
     """
     evaluation = load_evaluation(eval_dir)
-    out_path = Path(out_path) if out_path is not None else evaluation.eval_dir / "index.html"
+    out_path = Path(out_path) if out_path is not None else evaluation.eval_dir / REPORT_FILE
     html = render_report(evaluation, out_path.parent, title=title)
     write_text_atomic(out_path, html)
     if log is not None:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from robustgsl.config import TRAIN_OPTIONS
+from robustgsl.metrics import CLEAN
 from robustgsl.report.load import Evaluation
+from robustgsl.schema.run import CONFIG_FIELDS, DERIVED_CONFIG_FIELDS, ENVIRONMENT_FIELDS, VERSION_PACKAGES
 
 NOT_AVAILABLE = "—"
 
@@ -42,16 +45,31 @@ CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )
 
-# The run-config keys in the order of the format contract; other keys follow alphabetically.
-CONFIG_ORDER = (
-    "name", "loss", "dataset", "num_classes", "preset", "epochs", "batch_size", "optimizer", "lr",
-    "momentum", "nesterov", "weight_decay", "milestones", "gamma", "k", "alpha", "embedding_dim",
-    "normalization", "width", "seed", "augment", "flip", "val_size", "device", "amp", "channels_last",
-)
-ENVIRONMENT_ORDER = (
-    "device", "git_sha", "python", "torch", "robustgsl", "seed", "hostname", "command", "started_at",
-    "finished_at", "wall_time_s",
-)
+# Rows of the hyperparameter and environment tables: keys in the order of robustgsl/schema/run.py (other
+# keys follow alphabetically), each with its help text from the option metadata or the schema. The
+# environment's nested ``versions`` becomes one row per package.
+CONFIG_ORDER = CONFIG_FIELDS
+CONFIG_HELP = {spec.name: spec.help for spec in TRAIN_OPTIONS} | {f.name: f.description for f in DERIVED_CONFIG_FIELDS}
+ENVIRONMENT_ORDER = tuple(name for f in ENVIRONMENT_FIELDS
+                          for name in (VERSION_PACKAGES if f.name == "versions" else (f.name,)))
+ENVIRONMENT_HELP = {f.name: f"{f.description} ({f.unit})" for f in ENVIRONMENT_FIELDS} | {
+    package: f"version of {package}" for package in VERSION_PACKAGES}
+
+
+def environment_rows(environment: dict | None) -> dict | None:
+    """environment.json as the table shows it: one entry per package version, the command line as typed."""
+    if not environment:
+        return environment
+    rows = {key: value for key, value in environment.items() if key != "versions"}
+    versions = environment.get("versions")
+    if isinstance(versions, dict):
+        rows.update(versions)
+    elif versions is not None:
+        rows["versions"] = versions
+    command = rows.get("command_line")
+    if isinstance(command, list) and all(isinstance(part, str) for part in command):
+        rows["command_line"] = shlex.join(command)
+    return rows
 
 
 def is_missing(value: Any) -> bool:
@@ -143,7 +161,7 @@ def evaluated_corruptions(evaluation: Evaluation) -> list[str]:
         return [str(name) for name in listed]
     for frame in (evaluation.corruption_summary, evaluation.errors):
         if frame is not None:
-            return [c for c in dict.fromkeys(frame["corruption"]) if c != "clean"]
+            return [c for c in dict.fromkeys(frame["corruption"]) if c != CLEAN]
     return []
 
 
@@ -349,7 +367,7 @@ def heat_tables(evaluation: Evaluation, keys: list[str]) -> dict[str, Any]:
     cmap = matplotlib.colormaps["YlOrRd"]
     errors = evaluation.errors.assign(key=evaluation.errors["model"] + "/" + evaluation.errors["head"])
     keys = [key for key in keys if key in set(errors["key"])] + sorted(set(errors["key"]) - set(keys))
-    corrupted = errors[errors["corruption"] != "clean"]
+    corrupted = errors[errors["corruption"] != CLEAN]
     severities = sorted(set(int(s) for s in corrupted["severity"]))
     corruptions = list(dict.fromkeys(corrupted["corruption"]))
     vmax = float(corrupted["error"].max()) if len(corrupted) else 1.0
@@ -375,9 +393,9 @@ def heat_tables(evaluation: Evaluation, keys: list[str]) -> dict[str, Any]:
                 mean = mean_lookup.get((key, corruption), float("nan"))
                 rows.append({"label": corruption_label(corruption), "cells": cells, "mean": percent(mean)})
             groups.append({"name": group, "rows": rows})
-        clean = lookup.get((key, "clean", 0), float("nan"))
+        clean = lookup.get((key, CLEAN, 0), float("nan"))
         tables.append({"key": key, "groups": groups, "clean": percent(clean),
-                       "clean_attrs": {"data-key": key, "data-corruption": "clean", "data-severity": "0"}})
+                       "clean_attrs": {"data-key": key, "data-corruption": CLEAN, "data-severity": "0"}})
     stops = ", ".join(f"{_heat_colour(vmax * t / 8, vmax, cmap)[0]} {100 * t / 8:.0f}%" for t in range(9))
     return {"tables": tables, "severities": severities, "vmax": percent(vmax),
             "gradient": f"linear-gradient(to right, {stops})"}
@@ -393,7 +411,8 @@ def _show(value: Any) -> str:
     return json.dumps(value)
 
 
-def side_by_side(named: list[tuple[str, dict | None]], order: tuple[str, ...]) -> list[dict[str, Any]]:
+def side_by_side(named: list[tuple[str, dict | None]], order: tuple[str, ...],
+                 help_texts: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Rows key -> one value per run, with a flag on keys whose values differ between runs."""
     present = [d for _, d in named if d]
     keys = [k for k in order if any(k in d for d in present)]
@@ -401,7 +420,8 @@ def side_by_side(named: list[tuple[str, dict | None]], order: tuple[str, ...]) -
     rows = []
     for key in keys:
         values = [(_show(d[key]) if d and key in d else NOT_AVAILABLE) for _, d in named]
-        rows.append({"key": key, "values": values, "differs": len(set(values)) > 1})
+        rows.append({"key": key, "values": values, "differs": len(set(values)) > 1,
+                     "help": (help_texts or {}).get(key)})
     return rows
 
 
@@ -416,7 +436,3 @@ def duration(seconds: Any) -> str:
         return f"{minutes} min {rest:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
-
-
-def frame_is_empty(frame: pd.DataFrame | None) -> bool:
-    return frame is None or len(frame) == 0

@@ -1,0 +1,74 @@
+"""A training run folder (written by robustgsl/train.py through robustgsl/runs.py):
+
+    <run>/config.json        the resolved TrainConfig plus the derived fields below
+    <run>/environment.json   versions, device, git SHA, seed, command line, times
+    <run>/metrics.jsonl      one JSON object per finished epoch (METRIC_FIELDS, in that order)
+    <run>/checkpoint.pt      resumable state (plain tensors and dicts: loads with weights_only=True)
+    <run>/model.safetensors  final weights; its presence means the run finished
+    <run>/cache/             evaluation's cached embeddings, keyed by the weights' SHA-256
+
+and, in the runs root, LAST_PAIR: the absolute path of the folder of the last finished train-both pair.
+
+Reading metrics.jsonl: a line that is not a JSON object with an integer "epoch" (a line torn by an
+interrupted copy, a stray edit) is skipped and reported, and reading goes on; when an epoch appears
+twice, its last line wins. Training writes the whole file atomically after each epoch, so a healthy run
+folder has neither.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from robustgsl.config import TrainConfig
+from robustgsl.schema import Field, names
+
+CONFIG_FILE = "config.json"
+ENVIRONMENT_FILE = "environment.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_FILE = "checkpoint.pt"
+WEIGHTS_FILE = "model.safetensors"
+CACHE_DIR = "cache"
+LAST_PAIR_FILE = "LAST_PAIR"
+
+# config.json: every TrainConfig field (its help is in robustgsl/config.py), then these.
+DERIVED_CONFIG_FIELDS = (
+    Field("num_classes", "count", "classes of the data set (the CE model's outputs)"),
+    # The world size is part of the recipe: it sets the global batch and the data each rank sees.
+    Field("world_size", "count", "training processes (torchrun); the global batch is batch_size x world_size"),
+)
+CONFIG_FIELDS = tuple(field.name for field in dataclasses.fields(TrainConfig)) + names(DERIVED_CONFIG_FIELDS)
+
+VERSION_PACKAGES = ("python", "torch", "numpy", "sklearn", "robustgsl")
+ENVIRONMENT_FIELDS = (
+    Field("versions", "object", f"version of each of {', '.join(VERSION_PACKAGES)}"),
+    Field("device", "text", "torch device of rank 0, e.g. cpu or cuda:0"),
+    Field("device_name", "text", "GPU model, or the CPU and its core count"),
+    Field("git_sha", "text", "commit of the robustgsl checkout (null outside git)"),
+    Field("seed", "integer", "the run's seed"),
+    Field("command_line", "list of text", "the command that started (or last resumed) the run"),
+    Field("hostname", "text", "machine of rank 0"),
+    Field("started_at", "ISO 8601 time, UTC", "first start of the run"),
+    Field("world_size", "count", "training processes"),
+    Field("augmentation_streams", "text", "how each rank seeds its data order and augmentation"),
+    Field("sync_batchnorm", "boolean", "whether BatchNorm statistics were synchronised across ranks"),
+    Field("validation_source", "text", "which images the per-epoch validation error uses"),
+    Field("resumed_at", "list of ISO 8601 times", "each resumption", required=False),
+    Field("finished_at", "ISO 8601 time, UTC", "end of training (finished runs)", required=False),
+    Field("wall_time_s", "seconds", "wall time of all training processes, resumptions added (finished runs)",
+          required=False),
+)
+
+
+@dataclasses.dataclass
+class EpochMetrics:
+    """One line of metrics.jsonl (JSON object keys in this order)."""
+
+    epoch: int  # 1-based
+    loss: float  # mean training loss over the epoch's steps (and ranks)
+    lr: float  # learning rate during the epoch
+    train_error: float  # fraction of training batch examples misclassified (CE argmax, GSL in-batch 1-NN)
+    val_error: float  # fraction of the monitor images misclassified (CE argmax, GSL 1-NN vs training refs)
+    epoch_time_s: float  # seconds: the epoch's steps plus its validation
+
+
+METRIC_FIELDS = tuple(field.name for field in dataclasses.fields(EpochMetrics))
