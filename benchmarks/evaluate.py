@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from robustgsl.evaluate import infer
+from robustgsl.device import infer
 from robustgsl.heads import make_head
 from robustgsl.models import PreActResNet18
 
@@ -56,6 +56,7 @@ def main() -> None:
         images = block[:n_test] if file_index == 0 else block  # clean: N images, each corruption: 5N
         start = time.perf_counter()
         _, embeddings = infer(model, images, device, batch_size=args.batch_size)
+        embeddings = embeddings.numpy()
         inference_time += time.perf_counter() - start
         start = time.perf_counter()
         for head in heads:

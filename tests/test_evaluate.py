@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +17,9 @@ from robustgsl.config import EvalConfig, make_config
 from robustgsl.data import load_dataset
 from robustgsl.evaluate import evaluate
 from robustgsl.train import train_both
+
+sys.path.insert(0, str(Path(__file__).parent))
+from schema_checks import evaluation_folder_problems, run_folder_problems  # noqa: E402
 
 CORRUPTIONS = ["gaussian_noise", "contrast"]
 
@@ -227,3 +232,27 @@ def test_report_says_when_relative_mce_averages_fewer_corruptions(evaluation, tm
     summary.to_csv(copy / "summary.csv", index=False)
     html = write_report(copy).read_text()
     assert "averages 1 of 2" in html
+
+
+def test_run_folders_follow_the_schema(pair):
+    for name in ("ce", "gsl"):
+        assert run_folder_problems(pair / name) == []
+
+
+def test_evaluation_folder_follows_the_schema(evaluation):
+    out, _ = evaluation
+    assert evaluation_folder_problems(out) == []
+
+
+def test_without_a_baseline_the_tables_still_follow_the_schema(pair, evaluation, tmp_path):
+    _, corruption_dir = evaluation
+    out = evaluate([pair / "gsl"], EvalConfig(out_dir=tmp_path / "gsl-only", corruption_dir=corruption_dir,
+                                              corruptions="contrast", heads=["1nn"], n_bootstrap=20, device="cpu",
+                                              report=False, quiet=True))
+    assert evaluation_folder_problems(out) == []
+    assert json.loads((out / "evaluation.json").read_text())["baseline"] is None
+    errors = pd.read_csv(out / "errors.csv")
+    per_corruption = pd.read_csv(out / "corruption_summary.csv")
+    assert per_corruption["ce"].isna().all() and per_corruption["relative_ce"].isna().all()
+    corrupted = errors[errors["corruption"] == "contrast"]
+    assert per_corruption["mean_error"].item() == pytest.approx(corrupted["error"].mean())

@@ -135,3 +135,9 @@ def test_extending_a_finished_run_and_refusing_to_shrink_it(tmp_path):
     after = load_file(str(run / "model.safetensors"))
     assert not torch.equal(before["linear.weight"], after["linear.weight"])
     assert [m["epoch"] for m in runs.read_metrics(run)] == [1, 2, 3]
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(InputError, match="smaller than one global batch"):
+        train(make_config("ce", "demo", width=0.0625, epochs=1, batch_size=5000), tmp_path / "run", device="cpu")
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,152 @@
+"""Options defined once: configs, their text parsers, and the CLI options generated from them."""
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from robustgsl.cli import main
+from robustgsl.config import (
+    EVAL_OPTIONS, TRAIN_OPTIONS, EvalConfig, TrainConfig, make_config, parse_option_value, resolve_config,
+    validate_config, validate_eval_config,
+)
+from robustgsl.errors import InputError
+from robustgsl.options import format_value
+
+# Every training flag the CLI had before its options were generated, with a non-default value.
+TRAIN_FLAGS = [
+    "--preset", "demo", "--dataset", "digits", "--data-dir", "some/data", "--no-download", "--epochs", "3",
+    "--batch-size", "50", "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.8", "--no-nesterov",
+    "--weight-decay", "0.001", "--milestones", "1,2", "--gamma", "0.5", "--k", "7", "--alpha", "1.5",
+    "--gsl-reduction", "sum", "--embedding-dim", "4", "--normalization", "batchnorm", "--width", "0.25",
+    "--seed", "3", "--val-size", "100", "--no-augment", "--no-amp", "--no-channels-last", "--no-compile",
+    "--graph", "global", "--no-sync-batchnorm", "--device", "cpu", "--resume", "--quiet",
+]
+TRAIN_VALUES = dict(
+    dataset="digits", epochs=3, batch_size=50, optimizer="sgd", lr=0.05, momentum=0.8, nesterov=False,
+    weight_decay=0.001, milestones=[1, 2], gamma=0.5, k=7, alpha=1.5, gsl_reduction="sum", embedding_dim=4,
+    normalization="batchnorm", width=0.25, seed=3, val_size=100, augment=False, amp=False, channels_last=False,
+    compile=False, graph="global", sync_batchnorm=False,
+)
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    calls = []
+    monkeypatch.setattr("robustgsl.train.train", lambda config, run_dir, **kw: calls.append((config, run_dir, kw)))
+    monkeypatch.setattr("robustgsl.train.train_both",
+                        lambda configs, out_dir, **kw: calls.append((configs, out_dir, kw)) or [])
+    monkeypatch.setattr("robustgsl.evaluate.evaluate", lambda run_dirs, config, log=None:
+                        calls.append((run_dirs, config, log)) or Path(config.out_dir or "reports/x"))
+    return calls
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_every_training_flag_reaches_the_config(captured):
+    invoke("train", "--loss", "gsl", "--out", "runs/x", *TRAIN_FLAGS)
+    (config, run_dir, kwargs), = captured
+    assert config == make_config("gsl", "demo", **TRAIN_VALUES)
+    assert run_dir == "runs/x"
+    assert {k: kwargs[k] for k in ("data_dir", "download", "device", "resume", "quiet", "log")} == dict(
+        data_dir="some/data", download=False, device="cpu", resume=True, quiet=True, log=None)
+
+
+def test_training_defaults_are_the_presets(captured):
+    invoke("train", "--loss", "ce")
+    invoke("train-both", "--preset", "demo", "--k", "max")
+    (config, run_dir, kwargs), (configs, out_dir, _) = captured
+    assert config == make_config("ce") and run_dir == "runs/cifar10-paper-seed0/ce"
+    assert (kwargs["data_dir"], kwargs["download"], kwargs["device"], kwargs["resume"]) == (None, True, None, False)
+    assert configs == {loss: make_config(loss, "demo") for loss in ("ce", "gsl")} and out_dir == "runs/demo"
+    assert configs["gsl"].k is None and configs["gsl"].embedding_dim == 10
+
+
+def test_every_evaluation_flag_reaches_the_config(captured):
+    invoke("evaluate", "a", "b", "--out", "o", "--corruption-dir", "c", "--corruptions", "contrast",
+           "--severities", "1,2", "--heads", "argmax,1nn", "--baseline", "ce/1nn", "--svc-train-size", "0",
+           "--bootstrap", "50", "--seed", "2", "--corruption-seed", "3", "--data-dir", "d", "--no-download",
+           "--device", "cpu", "--workers", "2", "--grid-image", "4", "--no-report", "--quiet")
+    invoke("evaluate")
+    (run_dirs, config, log), (default_dirs, default, default_log) = captured
+    assert run_dirs == ["a", "b"] and log is None
+    assert config == EvalConfig(
+        out_dir="o", corruption_dir="c", corruptions="contrast", severities="1,2", heads=("argmax", "1nn"),
+        baseline="ce/1nn", svc_train_size=None, n_bootstrap=50, seed=2, corruption_seed=3, data_dir="d",
+        download=False, device="cpu", workers=2, grid_image_index=4, report=False, quiet=True)
+    assert default_dirs is None and default == EvalConfig() and default_log is not None
+    assert default.svc_train_size == 10_000 and default.n_bootstrap == 1000 and default.corruptions == "all"
+
+
+def test_help_lists_every_option_with_its_default():
+    pair_help = invoke("train-both", "--help").output
+    for spec in TRAIN_OPTIONS:  # name and loss are set per run, not for the pair
+        assert (spec.flag in pair_help) == spec.cli, spec.name
+    assert "[paper: 200, demo: 30]" in " ".join(pair_help.split())
+    assert "--loss [ce|gsl]" in invoke("train", "--help").output
+    evaluate_help = " ".join(invoke("evaluate", "--help").output.split())
+    for spec in EVAL_OPTIONS:
+        assert spec.flag in evaluate_help
+    assert "[1,2,3,4,5]" in evaluate_help and "--no-report" in evaluate_help
+
+
+@pytest.mark.parametrize("spec", [s for s in TRAIN_OPTIONS if s.default is not None], ids=lambda s: s.name)
+def test_every_training_option_parses_its_own_default_text(spec):
+    assert parse_option_value(spec.name, format_value(spec.default)) == spec.default
+
+
+@pytest.mark.parametrize("name,text,value", [
+    ("k", "max", None), ("k", "5", 5), ("milestones", "100,150", [100, 150]), ("milestones", "", []),
+    ("amp", "off", False), ("nesterov", "true", True), ("lr", "1e-3", 1e-3), ("embedding_dim", "2", 2),
+    ("optimizer", "adam", "adam"),
+])
+def test_option_values_parse_from_text(name, text, value):
+    assert parse_option_value(name, text) == value
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("lr", "fast", "lr must be a number, got 'fast'"),
+    ("k", "some", "k must be a positive integer or 'max', got 'some'"),
+    ("milestones", "1,x", "milestones must be comma-separated integers, got '1,x'"),
+    ("amp", "maybe", "amp must be on or off"),
+    ("depth", "3", "unknown training option 'depth'"),
+])
+def test_bad_option_text_is_named(name, text, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_option_value(name, text)
+
+
+def test_validation_changes_nothing_and_make_config_resolves():
+    config = TrainConfig(loss="gsl", dataset="digits")
+    before = copy.deepcopy(config)
+    validate_config(config)
+    assert config == before and config.embedding_dim is None
+    assert resolve_config(config).embedding_dim == 10 and config.embedding_dim is None
+    assert make_config("gsl", "demo").embedding_dim == 10 and make_config("ce", "demo").embedding_dim is None
+    evaluation = EvalConfig(heads=["argmax"], corruptions="contrast,fog")
+    before = copy.deepcopy(evaluation)
+    validate_eval_config(evaluation)
+    assert evaluation == before
+
+
+@pytest.mark.parametrize("values,needle", [
+    (dict(corruptions="rain"), "rain"), (dict(severities="6"), "6"), (dict(heads=("3nn",)), "3nn"),
+    (dict(baseline="ce"), "MODEL/HEAD"), (dict(n_bootstrap=0), "bootstrap"), (dict(svc_train_size=1), "SVC"),
+    (dict(seed=-1), "seeds"), (dict(grid_image_index=-1), "grid image"),
+])
+def test_bad_evaluation_configs_are_refused(values, needle):
+    with pytest.raises(InputError, match=needle):
+        validate_eval_config(EvalConfig(**values))
+
+
+def test_the_cli_module_imports_without_torch():
+    # `corrupt` and its spawned worker processes import the CLI module; they do not need torch.
+    code = "import sys, robustgsl.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
