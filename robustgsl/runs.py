@@ -123,8 +123,10 @@ def save_checkpoint(run_dir: Path, epoch: int, model, optimizer, scheduler) -> N
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
     }
-    with atomic_path(Path(run_dir) / CHECKPOINT_FILE) as tmp:
-        torch.save(state, tmp)
+    # Through a file handle: given a path, torch.save names the archive's folder after the (random)
+    # temporary file, so the same state would give different bytes.
+    with atomic_path(Path(run_dir) / CHECKPOINT_FILE) as tmp, open(tmp, "wb") as handle:
+        torch.save(state, handle)
 
 
 def save_weights(run_dir: Path, model) -> None:

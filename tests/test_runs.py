@@ -2,6 +2,8 @@
 
 import dataclasses
 
+import torch
+
 from robustgsl import runs
 from robustgsl.schema.run import METRIC_FIELDS, EpochMetrics
 
@@ -28,3 +30,18 @@ def test_bad_lines_are_skipped_and_reported_and_the_last_row_of_an_epoch_wins(tm
         "line 8 of metrics.jsonl is not valid JSON and was skipped",
     ]
     assert runs.read_metrics(tmp_path / "no-such-run") == []
+
+
+def test_the_same_training_state_gives_the_same_checkpoint_bytes(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(4, 3)).sum().backward()
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2])
+    for name in ("a", "b"):
+        runs.save_checkpoint(tmp_path / name, 3, model, optimizer, scheduler)
+    first = (tmp_path / "a" / "checkpoint.pt").read_bytes()
+    assert first == (tmp_path / "b" / "checkpoint.pt").read_bytes()
+    state = runs.load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    assert state["epoch"] == 3 and torch.equal(state["model"]["weight"], model.weight.detach())
