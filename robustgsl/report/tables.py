@@ -52,7 +52,7 @@ CONFIG_ORDER = CONFIG_FIELDS
 CONFIG_HELP = {spec.name: spec.help for spec in TRAIN_OPTIONS} | {f.name: f.description for f in DERIVED_CONFIG_FIELDS}
 ENVIRONMENT_ORDER = tuple(name for f in ENVIRONMENT_FIELDS
                           for name in (VERSION_PACKAGES if f.name == "versions" else (f.name,)))
-ENVIRONMENT_HELP = {f.name: f"{f.description} ({f.unit})" for f in ENVIRONMENT_FIELDS} | {
+ENVIRONMENT_HELP = {f.name: f"{f.description}; {f.unit}" for f in ENVIRONMENT_FIELDS} | {
     package: f"version of {package}" for package in VERSION_PACKAGES}
 
 
