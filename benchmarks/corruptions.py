@@ -33,8 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from robustgsl.corruptions import CORRUPTIONS, available_corruptions, corrupt, resolve_corruptions  # noqa: E402
-from robustgsl.corruptions.dataset import (  # noqa: E402
-    DEFAULT_CHUNK_SIZE, keep_freed_memory, write_corruption_dataset)
+from robustgsl.corruptions.dataset import write_corruption_dataset  # noqa: E402
+from robustgsl.corruptions.schedule import DEFAULT_CHUNK_SIZE, keep_freed_memory  # noqa: E402
 from robustgsl.data import photo_crops as natural_images  # noqa: E402
 
 REFERENCE_SINGLE_CORE_MINUTES = 22.0  # make_cifar_c.py on one core, as measured for issue 3

@@ -322,7 +322,7 @@ def test_compiled_hsv_paths_equal_the_array_formulas_on_edge_pixels(severity):
 def test_workers_keep_freed_memory_on_glibc():
     import platform
 
-    from robustgsl.corruptions.dataset import keep_freed_memory
+    from robustgsl.corruptions.schedule import keep_freed_memory
 
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory() is expected

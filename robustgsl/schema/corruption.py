@@ -1,0 +1,135 @@
+"""A corruption folder (written by robustgsl/corruptions/dataset.py, read by its ``read_manifest`` and
+``verify_corruption_dataset`` and, through them, by robustgsl/evaluate.py): the released CIFAR-10-C layout
+plus a manifest.
+
+    <corruption>.npy   uint8 (S*N, H, W, 3), C order: block k (rows k*N .. (k+1)*N - 1) holds severity
+                       severities[k] (ascending), each block in test-set order; with severities 1..5 this
+                       is the released CIFAR-10-C file
+    labels.npy         uint8 (S*N,): the N test labels, once per severity block
+    manifest.json      MANIFEST_FIELDS; its "files" maps each file above to FILE_FIELDS (data files also
+                       DATA_FILE_FIELDS)
+    .manifest.lock     empty; jobs writing into one folder hold it (flock) while they update the manifest
+
+A file is written to ``.<name>.<random>.tmp`` beside it and renamed (robustgsl/io.py), and recorded in the
+manifest after that: a file the manifest does not list, or whose size or SHA-256 differs, is not trusted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MANIFEST_FILE = "manifest.json"
+LABELS_FILE = "labels.npy"
+LOCK_FILE = ".manifest.lock"
+DATA_SUFFIX = ".npy"
+
+IMAGE_DTYPE = np.dtype(np.uint8)
+LABEL_DTYPE = np.dtype(np.uint8)
+GENERATOR = "robustgsl corrupt"
+LAYOUT = (
+    "CIFAR-10-C layout: <corruption>.npy uint8 (S*N, H, W, 3), severity blocks of N images in ascending "
+    "severity order, each in test-set order; labels.npy uint8 (S*N,)"
+)
+
+
+@dataclass(frozen=True)
+class Field:
+    """A JSON field: its name, its unit (or kind) and what it holds."""
+
+    name: str
+    unit: str
+    description: str
+    required: bool = True
+
+
+# The fields that say which data a folder holds: a folder whose values differ holds another data set.
+IDENTITY_FIELDS = (
+    Field("generator_version", "text", "robustgsl.corruptions.GENERATOR_VERSION: bumped when any output changes"),
+    Field("dataset", "text", "data set of the clean test images, e.g. cifar10"),
+    Field("seed", "integer", "seed of every corruption's random draws"),
+    Field("n_images", "count", "N, clean test images"),
+    Field("image_shape", "list of 3 integers", "[H, W, 3] of each image"),
+    Field("severities", "list of integers", "the severities written, ascending (1..5 for CIFAR-10-C)"),
+    Field("images_sha256", "hex digest", "SHA-256 of the clean images: dtype, shape, then C-order bytes"),
+    Field("labels_sha256", "hex digest", "SHA-256 of the clean labels: dtype, shape, then C-order bytes"),
+)
+MANIFEST_FIELDS = (
+    Field("generator", "text", f"always {GENERATOR!r}"),
+    Field("layout", "text", "LAYOUT, for a reader without this module"),
+    *IDENTITY_FIELDS,
+    Field("constants_source", "text", "where the severity constants come from"),
+    Field("robustgsl_version", "text", "robustgsl version of the last writer"),
+    Field("versions", "object", "versions of the libraries that compute the bytes, and of Python"),
+    Field("created_at", "ISO 8601 time, UTC", "first write into the folder"),
+    Field("updated_at", "ISO 8601 time, UTC", "last file recorded"),
+    Field("files", "object", "file name -> FILE_FIELDS, for every file written and verified"),
+)
+FILE_FIELDS = (
+    Field("sha256", "hex digest", "SHA-256 of the file's bytes"),
+    Field("bytes", "bytes", "file size"),
+    Field("shape", "list of integers", "shape of the array in the file"),
+)
+DATA_FILE_FIELDS = (
+    Field("corruption", "text", "corruption name (robustgsl.corruptions.ALL_CORRUPTIONS)"),
+    Field("constants", "list", "the corruption's 5 severity constants"),
+    Field("seconds", "seconds", "time to compute and write the file"),
+)
+
+
+def names(fields: tuple[Field, ...]) -> tuple[str, ...]:
+    return tuple(field.name for field in fields)
+
+
+def data_file(corruption: str) -> str:
+    """File name of one corruption's images, e.g. gaussian_noise.npy."""
+    return f"{corruption}{DATA_SUFFIX}"
+
+
+def data_shape(n_images: int, image_shape, n_severities: int) -> tuple[int, ...]:
+    return (n_severities * n_images, *image_shape)
+
+
+def labels_shape(n_images: int, n_severities: int) -> tuple[int]:
+    return (n_severities * n_images,)
+
+
+def severity_rows(severities, severity: int, n_images: int) -> slice:
+    """The rows of a ``<corruption>.npy`` (and labels.npy) that hold ``severity``."""
+    block = list(severities).index(severity)
+    return slice(block * n_images, (block + 1) * n_images)
+
+
+def manifest_problems(manifest: dict) -> list[str]:
+    """What keeps ``manifest`` from matching MANIFEST_FIELDS and FILE_FIELDS; [] when it matches."""
+    if not isinstance(manifest, dict):
+        return [f"manifest is a {type(manifest).__name__}, not an object"]
+    problems = [f"missing field {name!r}" for name in names(MANIFEST_FIELDS) if name not in manifest]
+    problems += [f"unknown field {name!r}" for name in manifest if name not in names(MANIFEST_FIELDS)]
+    if manifest.get("generator", GENERATOR) != GENERATOR:
+        problems.append(f"generator is {manifest['generator']!r}, not {GENERATOR!r}")
+    severities = manifest.get("severities", [])
+    if list(severities) != sorted(set(severities)) or not set(severities) <= {1, 2, 3, 4, 5}:
+        problems.append(f"severities {severities} are not distinct, ascending values in 1..5")
+    for file_name, entry in (manifest.get("files") or {}).items():
+        wanted = names(FILE_FIELDS) + (names(DATA_FILE_FIELDS) if file_name != LABELS_FILE else ())
+        missing = [name for name in wanted if name not in entry]
+        if missing:
+            problems.append(f"files[{file_name!r}] lacks {missing}")
+    return problems
+
+
+def array_problems(array: np.ndarray, file_name: str, manifest: dict) -> list[str]:
+    """What keeps an array read from ``file_name`` from the layout the manifest describes; [] when none."""
+    n, severities = manifest["n_images"], manifest["severities"]
+    if file_name == LABELS_FILE:
+        dtype, shape = LABEL_DTYPE, labels_shape(n, len(severities))
+    else:
+        dtype, shape = IMAGE_DTYPE, data_shape(n, manifest["image_shape"], len(severities))
+    problems = []
+    if array.dtype != dtype or array.shape != shape:
+        problems.append(f"{file_name}: {array.dtype} {array.shape}, the layout says {dtype} {shape}")
+    if not array.flags.c_contiguous:
+        problems.append(f"{file_name}: not in C order")
+    return problems
