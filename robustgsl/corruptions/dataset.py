@@ -310,8 +310,10 @@ def _jsonable(value):
 
 
 def _library_versions() -> dict:
+    """Versions of what computes the bytes (NumPy, SciPy, Pillow, OpenCV) and of Python."""
+    import cv2
     import PIL
     import scipy
 
     return {"numpy": np.__version__, "scipy": scipy.__version__, "pillow": PIL.__version__,
-            "python": sys.version.split()[0]}
+            "opencv": cv2.__version__, "python": sys.version.split()[0]}

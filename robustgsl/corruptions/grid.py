@@ -10,8 +10,8 @@ from typing import Iterable
 import numpy as np
 
 from robustgsl.corruptions import (
+    CORRUPTIONS,
     SEVERITIES,
-    available_corruptions,
     check_images,
     corrupt,
     parse_severities,
@@ -22,9 +22,7 @@ from robustgsl.io import write_bytes_atomic
 
 
 def _names(corruptions: Iterable[str] | str | None) -> tuple[str, ...]:
-    if corruptions is None:  # the 15 that this installation has
-        return tuple(n for n in resolve_corruptions("all") if n in available_corruptions())
-    return resolve_corruptions(corruptions)
+    return CORRUPTIONS if corruptions is None else resolve_corruptions(corruptions)
 
 
 def corruption_tiles(image: np.ndarray, corruptions=None, seed: int = 0, index: int = 0,
