@@ -46,19 +46,6 @@ def corruption_tiles(image: np.ndarray, corruptions=None, seed: int = 0, index: 
     return tiles
 
 
-def corruption_grid(image: np.ndarray, corruptions=None, seed: int = 0, index: int = 0,
-                    severities: Iterable[int] | str = SEVERITIES, pad: int = 2) -> np.ndarray:
-    """One uint8 picture: a row per corruption, columns clean then severities, white gaps of ``pad``."""
-    tiles = corruption_tiles(image, corruptions, seed, index, severities)
-    rows, cols, height, width, _ = tiles.shape
-    grid = np.full((pad + rows * (height + pad), pad + cols * (width + pad), 3), 255, dtype=np.uint8)
-    for r in range(rows):
-        for c in range(cols):
-            top, left = pad + r * (height + pad), pad + c * (width + pad)
-            grid[top:top + height, left:left + width] = tiles[r, c]
-    return grid
-
-
 def save_grid_png(path: str | os.PathLike, image: np.ndarray, corruptions=None, seed: int = 0, index: int = 0,
                   severities: Iterable[int] | str = SEVERITIES, title: str | None = None) -> Path:
     """Write the grid as a labelled PNG (rows: corruption names; columns: clean, severity 1..5)."""

@@ -21,6 +21,7 @@ import numpy as np
 
 from robustgsl.corruptions import corrupt
 from robustgsl.progress import progress
+from robustgsl.schema import corruption as schema
 
 DEFAULT_CHUNK_SIZE = 100  # images per task: small enough to stay in cache, large enough to vectorise
 
@@ -43,9 +44,10 @@ class Chunk:
 
 
 def plan_chunks(corruption: str, severities: Sequence[int], seed: int, n: int, chunk_size: int) -> list[Chunk]:
-    """Every chunk of one corruption; severity block k fills rows k*n .. (k+1)*n - 1 of the output."""
-    return [Chunk(block * n + start, corruption, severity, seed, start, min(start + chunk_size, n))
-            for block, severity in enumerate(severities) for start in range(0, n, chunk_size)]
+    """Every chunk of one corruption, stored in its severity's rows of the output (``schema.severity_rows``)."""
+    return [Chunk(schema.severity_rows(severities, severity, n).start + start, corruption, severity, seed, start,
+                  min(start + chunk_size, n))
+            for severity in severities for start in range(0, n, chunk_size)]
 
 
 class Scheduler:

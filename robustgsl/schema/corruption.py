@@ -91,45 +91,7 @@ def data_shape(n_images: int, image_shape, n_severities: int) -> tuple[int, ...]
     return (n_severities * n_images, *image_shape)
 
 
-def labels_shape(n_images: int, n_severities: int) -> tuple[int]:
-    return (n_severities * n_images,)
-
-
 def severity_rows(severities, severity: int, n_images: int) -> slice:
     """The rows of a ``<corruption>.npy`` (and labels.npy) that hold ``severity``."""
     block = list(severities).index(severity)
     return slice(block * n_images, (block + 1) * n_images)
-
-
-def manifest_problems(manifest: dict) -> list[str]:
-    """What keeps ``manifest`` from matching MANIFEST_FIELDS and FILE_FIELDS; [] when it matches."""
-    if not isinstance(manifest, dict):
-        return [f"manifest is a {type(manifest).__name__}, not an object"]
-    problems = [f"missing field {name!r}" for name in names(MANIFEST_FIELDS) if name not in manifest]
-    problems += [f"unknown field {name!r}" for name in manifest if name not in names(MANIFEST_FIELDS)]
-    if manifest.get("generator", GENERATOR) != GENERATOR:
-        problems.append(f"generator is {manifest['generator']!r}, not {GENERATOR!r}")
-    severities = manifest.get("severities", [])
-    if list(severities) != sorted(set(severities)) or not set(severities) <= {1, 2, 3, 4, 5}:
-        problems.append(f"severities {severities} are not distinct, ascending values in 1..5")
-    for file_name, entry in (manifest.get("files") or {}).items():
-        wanted = names(FILE_FIELDS) + (names(DATA_FILE_FIELDS) if file_name != LABELS_FILE else ())
-        missing = [name for name in wanted if name not in entry]
-        if missing:
-            problems.append(f"files[{file_name!r}] lacks {missing}")
-    return problems
-
-
-def array_problems(array: np.ndarray, file_name: str, manifest: dict) -> list[str]:
-    """What keeps an array read from ``file_name`` from the layout the manifest describes; [] when none."""
-    n, severities = manifest["n_images"], manifest["severities"]
-    if file_name == LABELS_FILE:
-        dtype, shape = LABEL_DTYPE, labels_shape(n, len(severities))
-    else:
-        dtype, shape = IMAGE_DTYPE, data_shape(n, manifest["image_shape"], len(severities))
-    problems = []
-    if array.dtype != dtype or array.shape != shape:
-        problems.append(f"{file_name}: {array.dtype} {array.shape}, the layout says {dtype} {shape}")
-    if not array.flags.c_contiguous:
-        problems.append(f"{file_name}: not in C order")
-    return problems
