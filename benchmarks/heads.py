@@ -3,6 +3,7 @@
     python benchmarks/heads.py                      # 10,000 queries x 50,000 references, d = 10 and 512
     python benchmarks/heads.py --queries 2000 --references 10000 --svc-queries 10000   # quicker
     python benchmarks/heads.py --device cuda
+    python benchmarks/heads.py --compare-chunks     # CPU: cache-sized query chunks vs memory-bound ones
 
 Targets on CPU: k-NN <= 0.5x the time of KNeighborsClassifier(algorithm="brute").predict, fast SVC
 prediction <= 0.2x SVC.predict. Every run also checks that the predictions are identical.
@@ -19,7 +20,8 @@ import torch
 from sklearn.neighbors import KNeighborsClassifier
 from threadpoolctl import threadpool_limits
 
-from robustgsl.heads import KnnIndex, fit_svc, svc_predict
+from robustgsl.knn import KnnIndex
+from robustgsl.svc import fit_svc, svc_predict
 
 
 def mixture(n: int, d: int, num_classes: int, rng: np.random.Generator, means: np.ndarray):
@@ -54,6 +56,9 @@ def main() -> None:
     parser.add_argument("--device", type=str, default="cpu")
     parser.add_argument("--repeat", type=int, default=1, help="best of N for each timing")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compare-chunks", action="store_true",
+                        help="also time the prebuilt k-NN index with memory-bound query chunks instead of the "
+                             "default (on CPU: cache-sized ones, robustgsl.knn.CPU_CACHE_BYTES)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for both torch and scikit-learn (OpenMP/BLAS); default: all")
     args = parser.parse_args()
@@ -87,6 +92,12 @@ def main() -> None:
                   f"robustgsl {t_ours:7.3f} s incl. index build (ratio {t_ours / t_sklearn:5.3f}), "
                   f"{t_query:7.3f} s prebuilt (ratio {t_query / t_sklearn:5.3f}); target <= 0.5; "
                   f"identical={same}, exact re-rank queries={exact}, full exact={uncertified}")
+            if args.compare_chunks:
+                # chunk_size is capped by the memory bound, so a huge one means "memory-bound chunks".
+                t_bound, predicted_bound = timed(lambda: index.predict(queries, k, chunk_size=1 << 62), args.repeat)
+                print(f"      query chunks: default {t_query:7.3f} s, memory-bound {t_bound:7.3f} s, "
+                      f"ratio default/memory-bound {t_query / t_bound:5.3f}, "
+                      f"identical={bool(np.array_equal(predicted_bound, expected))}")
 
     d = args.svc_dim
     means = 1.0 * rng.standard_normal((num_classes, d))

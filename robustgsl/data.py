@@ -112,25 +112,6 @@ def _load_digits(split: str):
     return images[index], labels[index]
 
 
-def photo_crops(n: int, seed: int = 0) -> np.ndarray:
-    """n CIFAR-like 32x32 RGB uint8 crops of scikit-learn's two bundled photographs (seeded).
-
-    Natural-image statistics without a download, for tests and benchmarks of the corruptions.
-    """
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
-
-    rs = np.random.RandomState(seed)
-    photos = load_sample_images().images
-    crops = []
-    for i in range(n):
-        photo = photos[i % 2]
-        side = rs.randint(40, 200)
-        y, x = rs.randint(0, photo.shape[0] - side), rs.randint(0, photo.shape[1] - side)
-        crops.append(np.asarray(Image.fromarray(photo[y:y + side, x:x + side]).resize((32, 32), Image.BILINEAR)))
-    return np.stack(crops)
-
-
 # --- released formats ---------------------------------------------------------------------------
 
 _CIFAR10_DIR = "cifar-10-batches-py"

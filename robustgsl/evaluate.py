@@ -25,7 +25,7 @@ from robustgsl import runs
 from robustgsl.config import EvalConfig, parse_baseline, validate_eval_config
 from robustgsl.corruptions import CONSTANTS_SOURCE, SEVERITIES, parse_severities, resolve_corruptions
 from robustgsl.corruptions.dataset import (
-    LABELS_NAME, default_out_dir, read_manifest, verify_corruption_dataset, write_corruption_dataset,
+    default_out_dir, read_manifest, verify_corruption_dataset, write_corruption_dataset,
 )
 from robustgsl.data import load_dataset
 from robustgsl.device import infer, resolve_device
@@ -35,6 +35,7 @@ from robustgsl.io import save_npy_atomic, save_npz_atomic, sha256_file, write_cs
 from robustgsl.metrics import (
     CLEAN, bootstrap_intervals, corruption_error_table, robustbench_table, summary_table,
 )
+from robustgsl.schema import corruption as corruption_schema
 from robustgsl.schema import names as column_names
 from robustgsl.schema.evaluation import (
     CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_COLUMNS, ERRORS_FILE, EXAMPLES_FILE, RECORD_FILE,
@@ -228,7 +229,7 @@ def _check_released_folder(folder: Path, names: Sequence[str], n_test: int, test
                            num_classes: int) -> list[str]:
     """Problems of a corruption folder in the released layout (no manifest to trust)."""
     problems = []
-    labels_path = folder / LABELS_NAME
+    labels_path = folder / corruption_schema.LABELS_FILE
     if not labels_path.is_file():
         problems.append(f"{labels_path}: missing")
     for name in names:

@@ -202,8 +202,23 @@ def bootstrap_intervals(wrong: Mapping[tuple[str, str], np.ndarray], rows: Seque
     with clean_error_low/high, mce_low/high, relative_mce_low/high (%), clean_error_diff_low/high (model
     minus baseline clean error).
     """
-    keys = list(wrong)
-    baseline = _check_baseline(keys, baseline)
+    baseline, rows, n = _check_bootstrap_inputs(wrong, rows, baseline, n_resamples, level)
+    clean_row, grid_rows = _row_grid(rows, corruptions)
+    rates = _resampled_error_rates(wrong, n, n_resamples, seed)
+    base = rates[baseline]
+    records = []
+    for key, rate in rates.items():
+        clean = rate[:, clean_row]
+        ce, relative = _ce_from_grids(clean, rate[:, grid_rows], base[:, clean_row], base[:, grid_rows])
+        statistics = {"clean_error": clean, "mce": 100 * _mean(ce), "relative_mce": 100 * _mean(relative),
+                      "clean_error_diff": clean - base[:, clean_row]}
+        records.append({"model": key[0], "head": key[1], **_percentile_interval(statistics, level)})
+    return pd.DataFrame.from_records(records)
+
+
+def _check_bootstrap_inputs(wrong, rows, baseline, n_resamples, level):
+    """(baseline, rows as (str, int) pairs, number of test images), or InputError."""
+    baseline = _check_baseline(list(wrong), baseline)
     if not 0 < level < 1:
         raise InputError(f"confidence level must be between 0 and 1, got {level}.")
     if n_resamples < 1:
@@ -217,6 +232,11 @@ def bootstrap_intervals(wrong: Mapping[tuple[str, str], np.ndarray], rows: Seque
         raise InputError(f"wrong-prediction arrays have {n_rows} rows and {n} images for {len(rows)} row labels.")
     if (CLEAN, 0) not in rows:
         raise InputError("rows must include ('clean', 0): the clean test set.")
+    return baseline, rows, n
+
+
+def _row_grid(rows: list[tuple[str, int]], corruptions) -> tuple[int, np.ndarray]:
+    """The clean row's index, and the (C, S) indices into ``rows`` of each corruption and severity."""
     present = [c for c in dict.fromkeys(c for c, _ in rows) if c != CLEAN]
     corruptions = present if corruptions is None else list(corruptions)
     if not corruptions or any(c not in present for c in corruptions):
@@ -228,30 +248,28 @@ def bootstrap_intervals(wrong: Mapping[tuple[str, str], np.ndarray], rows: Seque
         if found != severities:
             raise InputError(f"{corruption} has severities {found}, others {severities}; they must match.")
         grid_rows.append([rows.index((corruption, s)) for s in severities])
-    grid_rows = np.asarray(grid_rows)  # (C, S) indices into rows
-    clean_row = rows.index((CLEAN, 0))
+    return rows.index((CLEAN, 0)), np.asarray(grid_rows)
 
-    # Error rates per resample: counts (B, N) @ wrong.T (N, R) / N. Integer sums are exact, so
-    # identical models give identical resampled errors and a paired difference of exactly 0.
-    # float32 sums of integers stay exact below 2^24 (every partial sum here is <= n).
+
+def _resampled_error_rates(wrong, n: int, n_resamples: int, seed: int) -> dict:
+    """(model, head) -> (B, R) error rates of every row in each resample: counts (B, N) @ wrong.T (N, R) / N.
+
+    Integer sums are exact, so identical models give identical resampled errors and a paired difference
+    of exactly 0; float32 sums of integers stay exact below 2^24 (every partial sum here is <= n).
+    """
     dtype = np.float32 if n < 2**24 else np.float64
     counts = _resample_counts(n, n_resamples, seed).astype(dtype)
-    rates = {key: (counts @ np.asarray(value, dtype=dtype).T).astype(np.float64) / n
-             for key, value in wrong.items()}
-    base = rates[baseline]
+    return {key: (counts @ np.asarray(value, dtype=dtype).T).astype(np.float64) / n for key, value in wrong.items()}
+
+
+def _percentile_interval(statistics: dict[str, np.ndarray], level: float) -> dict[str, float]:
+    """``<name>_low`` / ``<name>_high``: the central ``level`` percentile interval of each statistic.
+
+    Resamples where the baseline makes no error (0/0) carry no information: left out (NaN when all are).
+    """
     tail = 100 * (1 - level) / 2
-    records = []
-    for key in keys:
-        rate = rates[key]
-        clean = rate[:, clean_row]
-        ce, relative = _ce_from_grids(clean, rate[:, grid_rows], base[:, clean_row], base[:, grid_rows])
-        statistics = {"clean_error": clean, "mce": 100 * _mean(ce), "relative_mce": 100 * _mean(relative),
-                      "clean_error_diff": clean - base[:, clean_row]}
-        record = {"model": key[0], "head": key[1]}
-        for name, values in statistics.items():
-            # Resamples where the baseline makes no error (0/0) carry no information: left out.
-            low, high = np.nanpercentile(values, [tail, 100 - tail]) if np.isfinite(values).any() \
-                else (np.nan, np.nan)
-            record[f"{name}_low"], record[f"{name}_high"] = float(low), float(high)
-        records.append(record)
-    return pd.DataFrame.from_records(records)
+    interval = {}
+    for name, values in statistics.items():
+        low, high = np.nanpercentile(values, [tail, 100 - tail]) if np.isfinite(values).any() else (np.nan, np.nan)
+        interval[f"{name}_low"], interval[f"{name}_high"] = float(low), float(high)
+    return interval

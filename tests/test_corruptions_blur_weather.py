@@ -7,12 +7,15 @@ import importlib.util
 import math
 import sys
 
+import cv2
 import numpy as np
 import pytest
+from PIL import Image
 from scipy.ndimage import gaussian_filter, zoom as scipy_zoom
 
+import robustgsl.corruptions as corruptions
+from corruption_helpers import image_rngs
 from robustgsl.corruptions import blur, motion, textures, weather
-from robustgsl.corruptions.rng import image_rngs
 from robustgsl.errors import InputError
 
 FUNCTIONS = {**blur.FUNCTIONS, **weather.FUNCTIONS}
@@ -55,9 +58,6 @@ def test_shape_dtype_determinism_and_batch_split(name, images):
 
 
 def test_corrupt_entry_point_uses_these_functions(images):
-    corruptions = pytest.importorskip("robustgsl.corruptions")
-    if "snow" not in corruptions.available_corruptions():
-        pytest.skip("the registry does not list the weather module yet")
     got = corruptions.corrupt(images, "snow", 2, seed=7, indices=range(10, 16))
     assert np.array_equal(got, run("snow", images, 2, seed=7, indices=range(10, 16)))
 
@@ -117,16 +117,39 @@ def test_defocus_kernel_shapes_and_sums():
             assert np.allclose(k, np.outer(g, g), rtol=1e-6)
 
 
-def test_defocus_kernel_matches_opencv_bitwise():
-    cv2 = pytest.importorskip("cv2", reason="OpenCV (opencv-python) not installed")
+def separable_float32_gaussian3(image: np.ndarray, sigma: float) -> np.ndarray:
+    """A 3x3 gaussian blur by its definition in float32: getGaussianKernel(3, sigma) (double, normalised,
+    stored as float32), a row pass then a column pass, each k0 a[x-1] + k1 a[x] + k2 a[x+1], REFLECT_101."""
+    t = np.exp(-0.5 / (sigma * sigma) * (np.arange(3) - 1.0) ** 2)
+    k = (t * (1.0 / t.sum())).astype(np.float32)
+
+    def rows(a):
+        p = np.pad(a, ((0, 0), (1, 1)), mode="reflect")
+        return (k[0] * p[:, :-2] + k[1] * p[:, 1:-1]) + k[2] * p[:, 2:]
+
+    return rows(rows(image).T).T
+
+
+def test_defocus_kernel_is_the_reference_disk_bitwise():
     for radius, alias in blur.SEVERITY_PARAMS["defocus_blur"]:
         span = np.arange(-8, 9)
         xx, yy = np.meshgrid(span, span)
         disk = np.array(xx ** 2 + yy ** 2 <= radius ** 2, dtype=np.float32)
         disk /= disk.sum()
-        ref = cv2.GaussianBlur(disk, ksize=(3, 3), sigmaX=alias)
+        ref = separable_float32_gaussian3(disk, alias)
         rows, cols = np.nonzero(ref)
         assert np.array_equal(blur.disk_kernel(radius, alias), ref[rows.min():rows.max() + 1, cols.min():cols.max() + 1])
+
+
+@pytest.mark.parametrize("severity", [1, 4, 5])
+def test_defocus_with_the_cropped_kernel_equals_the_reference_17x17_one(images, severity):
+    radius, alias = blur.SEVERITY_PARAMS["defocus_blur"][severity - 1]
+    span = np.arange(-8, 9)
+    xx, yy = np.meshgrid(span, span)
+    disk = np.array(xx ** 2 + yy ** 2 <= radius ** 2, dtype=np.float32)
+    full = cv2.GaussianBlur(disk / disk.sum(), ksize=(3, 3), sigmaX=alias)
+    expected = [np.stack([cv2.filter2D(image[:, :, d] / 255.0, -1, full) for d in range(3)], -1) for image in images]
+    assert np.array_equal(run("defocus_blur", images, severity), blur.to_uint8(np.stack(expected)))
 
 
 @pytest.mark.parametrize("severity", [1, 4, 5])
@@ -320,9 +343,19 @@ def test_rgb_to_gray_weights():
     x = np.random.RandomState(0).rand(50, 3).astype(np.float32)
     expected = x.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
     assert np.allclose(weather.rgb_to_gray_float32(x), expected, atol=1e-6)
-    cv2 = pytest.importorskip("cv2", reason="OpenCV (opencv-python) not installed")
     img = np.random.RandomState(1).rand(64, 64, 3).astype(np.float32)
     assert np.array_equal(weather.rgb_to_gray_float32(img), cv2.cvtColor(img, cv2.COLOR_RGB2GRAY))
+
+
+def test_opencv_gray_bytes_depend_on_its_code_path_so_the_copy_stays():
+    img = np.random.RandomState(2).rand(64, 64, 3).astype(np.float32)
+    try:
+        cv2.setUseOptimized(False)
+        generic = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    finally:
+        cv2.setUseOptimized(True)
+    ours = weather.rgb_to_gray_float32(img)
+    assert not np.array_equal(ours, generic) and np.allclose(ours, generic, rtol=2**-22, atol=0)
 
 
 def test_frost_is_a_weighted_sum_with_a_window_of_frost1_to_5():
@@ -388,25 +421,67 @@ def test_fog_draws_the_reference_number_of_uniforms():
 
 # ------------------------------------------------------------------ spatter's OpenCV steps
 
-def test_spatter_opencv_steps_match_opencv():
-    cv2 = pytest.importorskip("cv2", reason="OpenCV (opencv-python) not installed")
-    rs = np.random.RandomState(4)
-    for trial in range(20):
-        layer = gaussian_filter(rs.normal(0.65, 0.3, (32, 32)), 1.0)
-        layer[layer < 0.69] = 0
-        layer = (np.clip(layer, 0, 1) * 255).astype(np.uint8)
-        edges = weather._canny(layer, 50, 150)
-        assert np.array_equal(edges, cv2.Canny(layer, 50, 150)), trial
-        inverse = 255 - edges
-        assert np.array_equal(weather._distance_transform_5x5(inverse), cv2.distanceTransform(inverse, cv2.DIST_L2, 5))
-        small = rs.randint(0, 21, (32, 32)).astype(np.uint8)
-        assert np.array_equal(weather._equalize_hist(small), cv2.equalizeHist(small))
-        assert np.array_equal(weather._box3_uint8(small[None])[0], cv2.blur(small, (3, 3)))
-        f = rs.rand(32, 32).astype(np.float32) * 20
-        assert np.array_equal(weather._box3_float32(f[None])[0], cv2.blur(f, (3, 3)))
-        kernel = weather._SPATTER_KERNEL
-        assert np.array_equal(weather._filter2d_uint8(small[None] * 12, kernel)[0],
-                              cv2.filter2D(small * 12, cv2.CV_8U, kernel.astype(np.float32)))
+def spatter_layers(n: int, severity: int, seed: int = 4) -> np.ndarray:
+    """The uint8 liquid layers spatter (severities 1-3) hands to its OpenCV steps."""
+    loc, scale, sigma, threshold, _, _ = weather.SEVERITY_PARAMS["spatter"][severity - 1]
+    rs = np.random.RandomState(seed)
+    layer = gaussian_filter(rs.normal(loc, scale, (n, 32, 32)), (0, sigma, sigma), mode="nearest")
+    layer[layer < threshold] = 0
+    return (np.clip(layer, 0, 1) * 255).astype(np.uint8)
+
+
+def chamfer_5x5_fixed_point(src: np.ndarray) -> np.ndarray:
+    """OpenCV's generic 5x5 DIST_L2 chamfer: steps 1, 1.4, 2.1969 rounded to 1/65536, integer sums."""
+    one = 1 << 16
+    steps = {1: round(1.0 * one), 2: round(1.4 * one), 5: round(2.1969 * one)}  # by squared offset
+    offsets = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if dy * dy + dx * dx in steps]
+    h, w = src.shape
+    far = 1 << 40
+    t = np.where(src == 0, 0, far).astype(np.int64)
+    for order in (1, -1):  # forward: neighbours before (y, x) in scan order; backward: after it
+        ys, xs = (range(h), range(w)) if order == 1 else (range(h - 1, -1, -1), range(w - 1, -1, -1))
+        for y in ys:
+            for x in xs:
+                for dy, dx in offsets:
+                    if (dy, dx) > (0, 0) if order == -1 else (dy, dx) < (0, 0):
+                        if 0 <= y + dy < h and 0 <= x + dx < w:
+                            t[y, x] = min(t[y, x], t[y + dy, x + dx] + steps[dy * dy + dx * dx])
+    return (t * np.float32(1.0 / one)).astype(np.float32)
+
+
+def test_distance_transform_is_opencvs_ipp_result_on_every_build():
+    """The copy equals OpenCV's IPP path (x86 builds), while OpenCV's generic path (other builds, or with
+    optimisations off) rounds the steps to 1/65536: the reason it stays."""
+    layers = spatter_layers(12, 3)
+    ipp = cv2.ipp.useIPP()
+    for layer in layers:
+        inverse = 255 - cv2.Canny(layer, 50, 150)
+        ours = weather.distance_transform_5x5(inverse)
+        if ipp:
+            assert np.array_equal(ours, cv2.distanceTransform(inverse, cv2.DIST_L2, 5))
+        try:
+            cv2.setUseOptimized(False)
+            generic = cv2.distanceTransform(inverse, cv2.DIST_L2, 5)
+        finally:
+            cv2.setUseOptimized(True)
+        assert np.array_equal(generic, chamfer_5x5_fixed_point(inverse))
+        assert np.allclose(ours, generic, atol=1e-3)
+    assert not np.array_equal(ours, generic)
+
+
+@pytest.mark.parametrize("severity", [1, 2, 3])
+def test_liquid_relief_is_the_reference_opencv_chain(severity):
+    for layer in spatter_layers(20, severity, seed=severity):
+        edges = cv2.Canny(layer, 50, 150)
+        assert edges.dtype == np.uint8 and set(np.unique(edges)) <= {0, 255}
+        dist = weather.distance_transform_5x5(255 - edges)
+        dist = np.minimum(dist, np.float32(20))  # the reference's cv2.threshold(THRESH_TRUNC, 20)
+        padded = np.pad(dist.astype(np.float64), 1, mode="reflect")  # box blur by hand, BORDER_REFLECT_101
+        dist = (sum(padded[i:i + 32, j:j + 32] for i in range(3) for j in range(3)) / 9).astype(np.float32)
+        dist = cv2.equalizeHist(dist.astype(np.uint8))
+        dist = cv2.filter2D(dist, cv2.CV_8U, weather.SPATTER_KERNEL)
+        dist = cv2.blur(dist, (3, 3)).astype(np.float32)
+        np.testing.assert_array_equal(weather.liquid_relief(layer), dist)
 
 
 def test_mud_spatter_only_darkens_towards_brown():
@@ -427,11 +502,14 @@ def test_frost_textures_found_without_importing_the_package():
     assert "imagecorruptions" not in sys.modules
 
 
-def test_frost_texture_matches_opencv_resize():
-    cv2 = pytest.importorskip("cv2", reason="OpenCV (opencv-python) not installed")
+def test_frost_texture_is_every_fifth_pixel_of_the_decoded_file():
+    # cv2.resize by 0.2 samples the source at (d + 0.5) / 0.2 - 0.5 = 5 d + 2, a pixel centre: pure sampling.
     for i in range(6):
-        ref = cv2.resize(cv2.imread(str(textures.frost_path(i))), (0, 0), fx=0.2, fy=0.2)[..., ::-1]
-        assert np.array_equal(textures.frost_texture(i), ref)
+        with Image.open(textures.frost_path(i)) as image:  # Pillow's decoder, independent of OpenCV's
+            rgb = np.asarray(image.convert("RGB"))
+        height, width = round(rgb.shape[0] * 0.2), round(rgb.shape[1] * 0.2)
+        expected = rgb[5 * np.arange(height) + 2][:, 5 * np.arange(width) + 2]
+        assert np.array_equal(textures.frost_texture(i), expected)
 
 
 def test_missing_frost_package_is_a_clear_input_error(monkeypatch):

@@ -13,9 +13,12 @@ import pytest
 from click.testing import CliRunner
 
 import robustgsl.corruptions as corruptions
+from robustgsl.cli import main
 from robustgsl.corruptions import corrupt
 from robustgsl.corruptions.dataset import default_out_dir, verify_corruption_dataset, write_corruption_dataset
 from robustgsl.errors import InputError
+from corruption_schema_checks import array_problems, corruption_folder_problems, manifest_problems
+from robustgsl.schema import corruption as schema
 
 RS = np.random.RandomState(0)
 IMAGES = RS.randint(0, 256, (7, 32, 32, 3)).astype(np.uint8)
@@ -61,6 +64,36 @@ def test_layout_labels_and_manifest(tmp_path):
     assert on_disk["files"]["contrast.npy"]["constants"] == [0.75, 0.5, 0.4, 0.3, 0.15]
     assert verify_corruption_dataset(tmp_path, NAMES, "all") == []
     assert leftovers(tmp_path) == []
+
+
+def test_written_folder_matches_the_schema(tmp_path):
+    write(tmp_path, severities="2,5")
+    assert corruption_folder_problems(tmp_path) == []
+    manifest = json.loads((tmp_path / schema.MANIFEST_FILE).read_text())
+    assert set(manifest["files"]) == {schema.LABELS_FILE} | {schema.data_file(name) for name in NAMES}
+    data = np.load(tmp_path / schema.data_file("contrast"))
+    rows = schema.severity_rows(manifest["severities"], 5, len(IMAGES))
+    np.testing.assert_array_equal(data[rows], corrupt(IMAGES, "contrast", 5, seed=3))
+    labels = np.load(tmp_path / schema.LABELS_FILE)
+    np.testing.assert_array_equal(labels[rows], LABELS)
+
+
+def test_schema_checks_catch_a_drifted_folder(tmp_path):
+    manifest = write(tmp_path)
+    drifted = {**manifest, "severities": [3, 1], "extra": 1}
+    del drifted["seed"]
+    drifted["files"] = {**manifest["files"], "contrast.npy": {"sha256": "0", "bytes": 1}}
+    problems = manifest_problems(drifted)
+    assert "missing field 'seed'" in problems and "unknown field 'extra'" in problems
+    assert any("severities [3, 1]" in p for p in problems)
+    assert any(p.startswith("files['contrast.npy'] has ['bytes', 'sha256'], the schema") for p in problems)
+    wrong = np.zeros((5 * len(IMAGES), 32, 32, 3), np.float32)
+    assert array_problems(wrong, "contrast.npy", manifest) == [
+        f"contrast.npy: float32 {wrong.shape}, the layout says uint8 {wrong.shape}"]
+    assert array_problems(np.zeros(3, np.uint8), schema.LABELS_FILE, manifest) == [
+        f"labels.npy: uint8 (3,), the layout says uint8 ({5 * len(IMAGES)},)"]
+    np.save(tmp_path / "contrast.npy", np.zeros((2, 32, 32, 3), np.uint8))
+    assert any(p.startswith("contrast.npy: uint8 (2, 32, 32, 3)") for p in corruption_folder_problems(tmp_path))
 
 
 def test_severity_subset_is_stacked_in_order_and_recorded(tmp_path):
@@ -208,15 +241,7 @@ def test_default_out_dir():
 # ---------------------------------------------------------------- CLI
 
 
-def cli_main():
-    pytest.importorskip("robustgsl.data", reason="robustgsl.data (load_test_images) not written yet")
-    from robustgsl.cli import main
-
-    return main
-
-
 def test_cli_writes_a_tiny_digits_set_and_a_grid(tmp_path, monkeypatch):
-    main = cli_main()
     import robustgsl.data
 
     images, labels = robustgsl.data.load_test_images("digits")
@@ -244,7 +269,6 @@ def test_cli_writes_a_tiny_digits_set_and_a_grid(tmp_path, monkeypatch):
     (["--dataset", "imagenet"], "--dataset must be cifar10, cifar100 or digits, got 'imagenet'"),
 ])
 def test_cli_bad_input_exits_2_with_a_message(tmp_path, monkeypatch, args, message):
-    main = cli_main()
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["corrupt", "--dataset", "digits", *args])
     assert result.exit_code == 2 and message in result.output
@@ -253,13 +277,12 @@ def test_cli_bad_input_exits_2_with_a_message(tmp_path, monkeypatch, args, messa
 
 def test_jobs_splitting_corruptions_into_one_folder_keep_every_manifest_entry(tmp_path, monkeypatch):
     """Job A reads the manifest, job B writes and records its file, then A records: both entries stay."""
-    from robustgsl.corruptions import dataset
-    from robustgsl.corruptions.dataset import verify_corruption_dataset, write_corruption_dataset
+    from robustgsl.corruptions import schedule
     from robustgsl.data import load_dataset
 
     images, labels = load_dataset("digits", "test")
     images, labels = images[:30], labels[:30]
-    original = dataset.corrupt
+    original = schedule.corrupt
     other_job_done = []
 
     def corrupt_while_another_job_runs(batch, name, severity, seed, indices=None):
@@ -269,7 +292,7 @@ def test_jobs_splitting_corruptions_into_one_folder_keep_every_manifest_entry(tm
                                      dataset_name="digits", quiet=True)
         return original(batch, name, severity, seed, indices=indices)
 
-    monkeypatch.setattr(dataset, "corrupt", corrupt_while_another_job_runs)
+    monkeypatch.setattr(schedule, "corrupt", corrupt_while_another_job_runs)
     write_corruption_dataset(images, labels, tmp_path, corruptions="contrast", seed=0, workers=1,
                              dataset_name="digits", quiet=True)
     assert other_job_done

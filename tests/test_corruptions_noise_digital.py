@@ -1,18 +1,20 @@
 """Strength of the noise and digital corruptions against their CIFAR constants, each checked by an
-independent computation (statistics of flat images, colorsys, plain loops, scipy, the IJG formula)."""
+independent computation (statistics of flat images, colorsys, scikit-image, plain loops, scipy, OpenCV,
+the IJG formula)."""
 
 import colorsys
 from io import BytesIO
 
+import cv2
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
 from PIL import Image
+from skimage.color import hsv2rgb, rgb2hsv
 
+from corruption_helpers import image_rng, photo_crops as natural_images
 from robustgsl.corruptions import corrupt
 from robustgsl.corruptions import digital, noise
-from robustgsl.corruptions.rng import image_rng
-from robustgsl.data import photo_crops as natural_images
 
 
 IMAGES = natural_images(6)
@@ -147,11 +149,12 @@ def test_saturate_against_colorsys(severity):
 
 
 def test_hsv_round_trip_and_grey_pixels():
+    # scikit-image's conversion, whose formulas the compiled brightness / saturate kernel runs per pixel.
     rgb = np.random.RandomState(0).rand(500, 3)
     rgb[:50] = rgb[:50, :1]  # grey: hue and saturation 0
-    hsv = digital.rgb_to_hsv(rgb)
+    hsv = rgb2hsv(rgb)
     assert np.all(hsv[:50, :2] == 0)
-    np.testing.assert_allclose(digital.hsv_to_rgb(hsv), rgb, atol=1e-12)
+    np.testing.assert_allclose(hsv2rgb(hsv), rgb, atol=1e-12)
     expected = np.array([colorsys.rgb_to_hsv(*p) for p in rgb])
     np.testing.assert_allclose(hsv, expected, atol=1e-12)
 
@@ -234,6 +237,33 @@ def test_warp_integer_translation_is_a_reflect101_shift():
     np.testing.assert_array_equal(out, padded[8 - ty:8 - ty + 32, 8 - tx:8 - tx + 32])
 
 
+def test_warp_is_opencv_4s_fixed_point_warp():
+    """The copy is OpenCV 4.x's warpAffine (the reference's): identical to it there; OpenCV 5.0 changed the
+    warp (so the copy stays), though still within one 1/32-pixel step of ours."""
+    rs = np.random.RandomState(3)
+    images = IMAGES.astype(np.float32) / 255
+    anchors = np.float32([[26, 26], [26, 6], [6, 6]])
+    moved = anchors + rs.uniform(-2.5, 2.5, (len(images), 3, 2)).astype(np.float32)
+    matrices = digital.affine_from_points(np.broadcast_to(anchors, moved.shape), moved)
+    ours = digital.warp_affine_reflect101(images, matrices)
+    opencv = np.stack([cv2.warpAffine(image, m, (32, 32), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+                       for image, m in zip(images, matrices)])
+    if cv2.__version__.startswith("4."):
+        np.testing.assert_array_equal(ours, opencv)
+    else:
+        assert not np.array_equal(ours, opencv)
+        assert np.abs(ours - opencv).max() < 0.05
+
+
+def test_affine_maps_are_opencvs():
+    anchors = np.float32([[26, 26], [26, 6], [6, 6]])
+    moved = anchors + np.random.RandomState(5).uniform(-2, 2, (4, 3, 2)).astype(np.float32)
+    matrices = digital.affine_from_points(np.broadcast_to(anchors, moved.shape), moved)
+    for m, target in zip(matrices, moved):
+        np.testing.assert_array_equal(m, cv2.getAffineTransform(anchors, target))
+    assert digital.affine_from_points(np.zeros((0, 3, 2)), np.zeros((0, 3, 2))).shape == (0, 2, 3)
+
+
 def test_warp_matches_scipy_affine_transform_up_to_fixed_point():
     rs = np.random.RandomState(0)
     images = IMAGES[:3].astype(np.float32) / 255
@@ -298,23 +328,24 @@ def test_elastic_displacement_grows_with_alpha_over_sigma():
     assert extra == sorted(extra) and extra[0] > 0, extra
 
 
-@pytest.mark.parametrize("severity", [1, 3, 5])
-def test_compiled_hsv_paths_equal_the_array_formulas_on_edge_pixels(severity):
-    from robustgsl.corruptions import digital
-
+@pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
+def test_compiled_hsv_paths_equal_scikit_image_on_edge_and_natural_pixels(severity):
     rng = np.random.default_rng(severity)
     images = rng.integers(0, 256, size=(40, 8, 8, 3), dtype=np.uint8)
     images[0] = 0
     images[1] = 255
     images[2, ..., 1] = images[2, ..., 0]  # two equal channels
     images[3, ..., :] = images[3, ..., :1]  # grey
-    hsv = digital.rgb_to_hsv(images.astype(np.float64) / 255)
+    images[4, ..., 2] = images[4, ..., 0]  # blue == red: the maximum is found in scikit-image's order
+    images[5, ..., 1] = images[5, ..., 2]
+    images = np.concatenate([images, np.ascontiguousarray(IMAGES[:, :8, :8])])
+    hsv = rgb2hsv(images.astype(np.float64) / 255)
     bright = hsv.copy()
     bright[..., 2] = np.clip(bright[..., 2] + digital.SEVERITY_PARAMS["brightness"][severity - 1], 0, 1)
     factor, offset = digital.SEVERITY_PARAMS["saturate"][severity - 1]
     saturated = hsv.copy()
     saturated[..., 1] = np.clip(saturated[..., 1] * factor + offset, 0, 1)
-    as_uint8 = lambda x: (np.clip(digital.hsv_to_rgb(x), 0, 1) * 255).astype(np.uint8)  # noqa: E731
+    as_uint8 = lambda x: (np.clip(hsv2rgb(x), 0, 1) * 255).astype(np.uint8)  # noqa: E731
     np.testing.assert_array_equal(digital.brightness(images, severity), as_uint8(bright))
     np.testing.assert_array_equal(digital.saturate(images, severity), as_uint8(saturated))
 
@@ -322,7 +353,7 @@ def test_compiled_hsv_paths_equal_the_array_formulas_on_edge_pixels(severity):
 def test_workers_keep_freed_memory_on_glibc():
     import platform
 
-    from robustgsl.corruptions.dataset import keep_freed_memory
+    from robustgsl.corruptions.schedule import keep_freed_memory
 
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory() is expected

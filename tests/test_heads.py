@@ -1,16 +1,25 @@
 """Heads against scikit-learn (and a plain brute force): k-NN incl. exact ties and vote ties, fast SVC."""
 
+import configparser
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
+import sklearn
 import torch
-from sklearn.neighbors import KNeighborsClassifier
+from packaging.requirements import Requirement
+from packaging.version import Version
+from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
+import robustgsl.knn
+
 from robustgsl.errors import InputError
-from robustgsl.heads import (DEFAULT_SVC_TRAIN_SIZE, HEADS, KnnIndex, fit_svc, knn_predict, make_head,
-                             stratified_subset, svc_predict, validate_head_name)
+from robustgsl.heads import DEFAULT_SVC_TRAIN_SIZE, HEADS, make_head, validate_head_name
+from robustgsl.knn import KnnIndex, knn_predict, sklearn_strategy
+from robustgsl.svc import fit_svc, stratified_subset, svc_predict
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -71,6 +80,46 @@ def test_knn_exact_distance_ties_as_sklearn(k, n_reference, n_queries, threads):
         predicted = index.predict(queries, k)
     assert index.tied_queries > 0  # the tie path was exercised
     np.testing.assert_array_equal(predicted, expected)
+
+
+def pinned_requirement(name: str) -> Requirement:
+    config = configparser.ConfigParser()
+    config.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    lines = [line.strip() for line in config["options"]["install_requires"].splitlines()]
+    requirements = [Requirement(line) for line in lines if line and not line.startswith("#")]
+    return next(r for r in requirements if r.name == name)
+
+
+def test_sklearn_internals_of_the_tie_replay_hold_in_the_pinned_range(monkeypatch):
+    """The exact-tie replay relies on scikit-learn internals (ArgKmin's strategy rule and thread count):
+    the installed version is inside the range setup.cfg pins, the thread count follows threadpoolctl, and on
+    both sides of the rule's edge (4 * chunk * threads queries) the neighbours are scikit-learn's, where the
+    other strategy would give other neighbours."""
+    assert Version(sklearn.__version__) in pinned_requirement("scikit-learn").specifier
+    rng = np.random.default_rng(0)
+    reference = rng.integers(-2, 3, (400, 2)).astype(np.float32)
+    labels = rng.integers(0, 4, 400)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        assert sklearn_strategy(400, 1)[2] == 1
+    with sklearn.config_context(pairwise_dist_chunk_size=20), threadpool_limits(limits=2, user_api="openmp"):
+        threads = sklearn_strategy(400, 1)[2]
+        edge = 4 * 20 * threads
+        for n_queries, on_references in ((edge, True), (edge + 1, False)):
+            queries = rng.integers(-4, 5, (n_queries, 2)).astype(np.float32) / 2
+            assert sklearn_strategy(400, n_queries) == (on_references, 20, threads)
+            index = KnnIndex(reference, labels, 4)
+            nearest = np.sort(index.neighbours(queries, 5).numpy(), axis=1)
+            expected = NearestNeighbors(n_neighbors=5, algorithm="brute").fit(reference).kneighbors(
+                queries, return_distance=False)
+            np.testing.assert_array_equal(nearest, np.sort(expected, axis=1))
+            np.testing.assert_array_equal(index.predict(queries, 5), sklearn_knn(reference, labels, queries, 5))
+            assert index.tied_queries > 0
+            if threads > 1:  # with one thread both strategies keep the same members
+                monkeypatch.setattr(robustgsl.knn, "sklearn_strategy",
+                                    lambda n, m, flipped=(not on_references, 20, threads): flipped)
+                other = np.sort(KnnIndex(reference, labels, 4).neighbours(queries, 5).numpy(), axis=1)
+                monkeypatch.undo()
+                assert np.any(other != nearest)
 
 
 def test_knn_duplicated_references_with_different_labels():
@@ -163,6 +212,25 @@ def test_svc_predict_matches_sklearn(device, num_classes, d, n_train, train_size
     assert svc.support_vectors_.shape[0] <= (train_size or n_train)
     np.testing.assert_array_equal(svc_predict(svc, queries, device=device, chunk_size=512),
                                   svc.predict(queries))
+
+
+def test_fit_svc_fixes_sklearns_scale_gamma_as_a_number():
+    rng = np.random.default_rng(4)
+    train, labels = mixture(rng, 600, 6, 3, spread=1.5)
+    queries, _ = mixture(rng, 300, 6, 3, spread=2.0)
+    svc = fit_svc(train, labels, train_size=400, seed=2)
+    assert isinstance(svc.gamma, float)
+    subset = stratified_subset(labels, 400, seed=2)
+    reference = SVC(kernel="rbf", gamma="scale").fit(train[subset], labels[subset])
+    np.testing.assert_array_equal(svc.dual_coef_, reference.dual_coef_)
+    np.testing.assert_array_equal(svc.decision_function(queries), reference.decision_function(queries))
+    flat = fit_svc(np.ones((20, 3), np.float32), np.repeat([0, 1], 10))
+    assert flat.gamma == 1.0  # zero variance: scikit-learn's 1
+    assert fit_svc(train, labels, gamma="auto").gamma == 1 / 6
+    with pytest.raises(InputError, match="gamma must be"):
+        fit_svc(train, labels, gamma="sqrt")
+    with pytest.raises(InputError, match="gamma as a number"):
+        svc_predict(SVC(gamma="scale").fit(train, labels), queries)
 
 
 def test_svc_predict_with_non_contiguous_labels_and_points_on_the_boundary():

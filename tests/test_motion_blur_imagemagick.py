@@ -25,7 +25,7 @@ except ImportError as error:
                 "`apt-get install libmagickwand-dev`", allow_module_level=True)
 
 from robustgsl.corruptions import blur, motion
-from robustgsl.corruptions.rng import image_rngs
+from corruption_helpers import image_rngs  # noqa: E402
 
 magick_library.MagickMotionBlurImage.argtypes = (ctypes.c_void_p, ctypes.c_double, ctypes.c_double, ctypes.c_double)
 

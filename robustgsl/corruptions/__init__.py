@@ -52,23 +52,11 @@ def _registry() -> tuple[dict[str, Callable], frozenset[str], dict[str, tuple]]:
     any_size: set[str] = set()
     params: dict[str, tuple] = {}
     for module_name in _MODULES:
-        full_name = f"{__name__}.{module_name}"
-        try:
-            module = importlib.import_module(full_name)
-        except ModuleNotFoundError as error:
-            if error.name == full_name:  # that part of the package is not installed/written
-                continue
-            raise
+        module = importlib.import_module(f"{__name__}.{module_name}")
         functions.update(module.FUNCTIONS)
         any_size.update(getattr(module, "ANY_SIZE", ()))
         params.update({name: module.SEVERITY_PARAMS[name] for name in module.FUNCTIONS})
     return functions, frozenset(any_size), params
-
-
-def available_corruptions() -> tuple[str, ...]:
-    """The corruptions this installation can compute, in the order of ``ALL_CORRUPTIONS``."""
-    functions = _registry()[0]
-    return tuple(name for name in ALL_CORRUPTIONS if name in functions)
 
 
 def severity_params(name: str) -> tuple:
@@ -87,13 +75,7 @@ def _unknown(name: object) -> InputError:
 def _function(name: str) -> Callable:
     if name not in ALL_CORRUPTIONS:
         raise _unknown(name)
-    functions = _registry()[0]
-    if name not in functions:
-        raise InputError(
-            f"corruption {name!r} is not available in this installation; available: "
-            + ", ".join(available_corruptions())
-        )
-    return functions[name]
+    return _registry()[0][name]
 
 
 def resolve_corruptions(spec: str | Iterable[str]) -> tuple[str, ...]:
@@ -171,15 +153,16 @@ def check_seed(seed: object) -> int:
 
 
 class _FixedSeedSequence(np.random.bit_generator.ISeedSequence):
-    """A constant seed source: builds an MT19937 without asking the OS for entropy (about 3x faster)."""
+    """A constant seed source: builds an MT19937 without asking the OS for entropy (faster:
+    benchmarks/corruption_kernels.py)."""
 
     def generate_state(self, n_words, dtype=np.uint32):
         return np.ones(n_words, dtype=dtype)
 
 
 _FIXED = _FixedSeedSequence()
-# Generators no longer referenced by anyone after a corrupt() call, kept for reseeding: building an
-# MT19937 costs about 3x as much as reseeding one, and a reseeded RandomState is the same as a new one.
+# Generators no longer referenced by anyone after a corrupt() call, kept for reseeding: a reseeded
+# RandomState is the same as a new one and costs less than building one (benchmarks/corruption_kernels.py).
 _SPARE_RNGS: list[np.random.RandomState] = []
 _MAX_SPARE_RNGS = 4096
 
@@ -187,8 +170,8 @@ _MAX_SPARE_RNGS = 4096
 class ImageRngs(Sequence):
     """The per-image generators of one (seed, corruption, severity) call, built when first used.
 
-    Item i is ``robustgsl.corruptions.rng.image_rng(seed, name, severity, indices[i])`` (same
-    stream), made lazily and kept, so deterministic corruptions pay nothing and repeated access
+    Item i is ``RandomState(robustgsl.corruptions.rng.image_seed(seed, name, severity, indices[i]))``
+    (same stream), made lazily and kept, so deterministic corruptions pay nothing and repeated access
     returns the same generator.
     """
 
@@ -258,6 +241,6 @@ def corrupt(images: np.ndarray, name: str, severity: int, seed: int = 0, indices
 
 __all__ = [
     "ALL_CORRUPTIONS", "CORRUPTIONS", "CONSTANTS_SOURCE", "EXTRA_CORRUPTIONS", "GENERATOR_VERSION", "SEVERITIES",
-    "ImageRngs", "available_corruptions", "check_images", "check_severity", "corrupt", "parse_severities",
+    "ImageRngs", "check_images", "check_severity", "corrupt", "parse_severities",
     "resolve_corruptions", "severity_params",
 ]

@@ -11,7 +11,8 @@ floating-point type, so that the final truncation to uint8 lands on the same int
   its neighbour and the neighbour keeps its own. The loop runs over h, w = H - d .. d + 1 downwards,
   drawing (dx, dy) = randint(-d, d, size=2) per pixel; compiled with numba, in the same order.
 - defocus_blur: a disk kernel anti-aliased by ``cv2.GaussianBlur`` (ksize 3, float32), applied with
-  ``cv2.filter2D`` (border BORDER_REFLECT_101) in float64.
+  ``cv2.filter2D`` (border BORDER_REFLECT_101) in float64, as the reference (which filters each channel
+  alone; one call per image filters its three the same way).
 - motion_blur: ImageMagick's MotionBlurImage (see ``motion.py``) at a uniform(-45, 45) angle.
 - zoom_blur: the mean of the image and its ``clipped_zoom`` for each factor of ``np.arange`` lists,
   in float32; ``clipped_zoom`` (scipy ``zoom``, order 1, of the centre crop) is computed here with
@@ -20,6 +21,7 @@ floating-point type, so that the final truncation to uint8 lands on the same int
 
 from __future__ import annotations
 
+import cv2
 import numba
 import numpy as np
 from scipy.ndimage import gaussian_filter
@@ -94,71 +96,27 @@ def glass_blur(images: np.ndarray, severity: int, rngs) -> np.ndarray:
 
 # ---------------------------------------------------------------- defocus blur
 
-def _opencv_gaussian_kernel3(sigma: float) -> np.ndarray:
-    """cv2.getGaussianKernel(3, sigma, CV_32F): computed in double, normalised, stored as float32."""
-    x = np.arange(3) - 1.0
-    t = np.exp(-0.5 / (sigma * sigma) * x * x)
-    return (t * (1.0 / t.sum())).astype(np.float32)
-
-
-def _float32_row_filter3(a: np.ndarray, k: np.ndarray) -> np.ndarray:
-    # OpenCV's float32 row filter: k0*a[x-1] + k1*a[x] + k2*a[x+1], left to right, in float32,
-    # border BORDER_REFLECT_101 (numpy's 'reflect').
-    p = np.pad(a, ((0, 0), (1, 1)), mode="reflect")
-    width = a.shape[1]
-    return (k[0] * p[:, 0:width] + k[1] * p[:, 1:width + 1]) + k[2] * p[:, 2:width + 2]
-
-
 def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
-    """The reference's ``disk(radius, alias_blur)``, cropped to its non-zero support (float32).
-
-    Same float32 values as ``cv2.GaussianBlur(aliased_disk, (3, 3), alias_blur)`` (checked bitwise
-    against OpenCV for the five CIFAR kernels): the separable row then column pass in float32.
-    """
+    """The reference's ``disk(radius, alias_blur)`` (anti-aliased by ``cv2.GaussianBlur``, float32),
+    cropped to its non-zero support."""
     if radius > 8:
         raise ValueError("radii above 8 use the reference's 5x5 anti-aliasing; the CIFAR constants stay below")
     span = np.arange(-8, 8 + 1)
     xx, yy = np.meshgrid(span, span)
     disk = np.array((xx ** 2 + yy ** 2) <= radius ** 2, dtype=np.float32)
     disk /= np.sum(disk)
-    k = _opencv_gaussian_kernel3(alias_blur)
-    kernel = _float32_row_filter3(_float32_row_filter3(disk, k).T, k).T
+    kernel = cv2.GaussianBlur(disk, ksize=(3, 3), sigmaX=alias_blur)
     rows, cols = np.nonzero(kernel)
     return kernel[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
 
 
-@numba.njit(cache=True, nogil=True)
-def _correlate_reflect101(x, kernel, out):
-    """out[n, y, x, c] = sum_ij kernel[i, j] * x[n, y + i - ci, x + j - cj, c], border BORDER_REFLECT_101."""
-    n_images, height, width, channels = x.shape
-    kh, kw = kernel.shape
-    ch, cw = kh // 2, kw // 2
-    cols = np.empty(width, dtype=np.int64)
-    for n in range(n_images):
-        out[n] = 0.0
-        for i in range(kh):
-            for j in range(kw):
-                k = kernel[i, j]
-                if k == 0.0:
-                    continue
-                for xx in range(width):
-                    xs = xx + j - cw
-                    cols[xx] = -xs if xs < 0 else (2 * width - 2 - xs if xs >= width else xs)
-                for y in range(height):
-                    yy = y + i - ch
-                    yy = -yy if yy < 0 else (2 * height - 2 - yy if yy >= height else yy)
-                    for xx in range(width):
-                        xs = cols[xx]
-                        for c in range(channels):
-                            out[n, y, xx, c] += k * x[n, yy, xs, c]
-
-
 def defocus_blur(images: np.ndarray, severity: int, rngs=None) -> np.ndarray:
     radius, alias_blur = SEVERITY_PARAMS["defocus_blur"][severity - 1]
-    kernel = disk_kernel(radius, alias_blur).astype(np.float64)
+    kernel = disk_kernel(radius, alias_blur)
     x = images / 255.0
     out = np.empty_like(x)
-    _correlate_reflect101(x, kernel, out)
+    for i, image in enumerate(x):  # cv2.filter2D of the reference: correlation, BORDER_REFLECT_101, float64
+        out[i] = cv2.filter2D(image, -1, kernel)
     return to_uint8(out)
 
 
@@ -227,6 +185,8 @@ def _zoom_into(x, r0, r1, w0, w1, out, accumulate):
 
 def clipped_zoom(x: np.ndarray, factor: float, out: np.ndarray | None = None) -> np.ndarray:
     """The reference's ``clipped_zoom`` for each square image of a float batch (N, S, S, C).
+
+    Kept for speed: benchmarks/corruption_kernels.py times zoom_blur against scipy.ndimage.zoom (same bytes).
 
     Returns the same dtype as ``x`` (scipy's output dtype); with ``out`` given, adds to it instead,
     in its dtype (``out += clipped_zoom(...)`` rounded per addition as numpy would).

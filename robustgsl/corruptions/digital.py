@@ -1,12 +1,12 @@
 """Digital corruptions: brightness, contrast, saturate, elastic_transform, pixelate, jpeg_compression.
 
 Each follows the reference's arithmetic (float64 unless the reference uses float32, clip to [0, 1],
-``* 255``, truncation to uint8), vectorised over the batch. brightness and saturate go through HSV
-with scikit-image's conversion formulas (``rgb_to_hsv``, ``hsv_to_rgb``; the corruptions run the same
-operations per pixel, compiled with numba). elastic_transform reimplements OpenCV's ``warpAffine``
-(bilinear, BORDER_REFLECT_101, 1/32-pixel fixed-point coordinates) and SciPy's ``map_coordinates``
-(order 1, mode 'reflect') for a batch, their per-pixel loops compiled with numba. pixelate and
-jpeg_compression run Pillow once per image, as the reference does.
+``* 255``, truncation to uint8), vectorised over the batch. brightness and saturate go through HSV with
+scikit-image's ``rgb2hsv`` / ``hsv2rgb`` formulas, run per pixel (compiled with numba). elastic_transform
+takes its affine maps from OpenCV and reimplements OpenCV 4's ``warpAffine`` (bilinear, BORDER_REFLECT_101,
+1/32-pixel fixed-point coordinates) and SciPy's ``map_coordinates`` (order 1, mode 'reflect') for a batch,
+their per-pixel loops compiled with numba. pixelate and jpeg_compression run Pillow once per image, as the
+reference does.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from io import BytesIO
 
+import cv2
 import numba
 import numpy as np
 from PIL import Image
@@ -61,46 +62,12 @@ def _unit(images: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- HSV (scikit-image's formulas)
 
 
-def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
-    """skimage.color.rgb2hsv for float arrays (..., 3) in [0, 1], any leading shape.
-
-    Hue takes the blue formula where blue is the maximum, else green's, else red's (scikit-image
-    assigns red, then green, then blue, each overwriting the previous).
-    """
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    v = np.maximum(np.maximum(r, g), b)  # == rgb.max(-1), much faster than a reduction over 3 values
-    delta = v - np.minimum(np.minimum(r, g), b)  # == np.ptp(rgb, -1)
-    flat = delta == 0.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        s = delta / v
-        h = np.where(b == v, 4.0 + (r - g) / delta, np.where(g == v, 2.0 + (b - r) / delta, (g - b) / delta))
-    h = (h / 6.0) % 1.0
-    h[flat] = 0.0
-    s[flat] = 0.0
-    return np.stack([h, s, v], axis=-1)
-
-
-def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    """skimage.color.hsv2rgb for float arrays (..., 3), any leading shape."""
-    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    sector = np.floor(h * 6)
-    f = h * 6 - sector
-    p = v * (1 - s)
-    q = v * (1 - f * s)
-    t = v * (1 - (1 - f) * s)
-    sector = sector.astype(np.uint8) % 6
-    r = np.choose(sector, [v, q, p, p, t, v])
-    g = np.choose(sector, [t, v, v, q, p, p])
-    b = np.choose(sector, [p, p, t, v, v, q])
-    return np.stack([r, g, b], axis=-1)
-
-
 @numba.njit(cache=True, nogil=True)
 def _hsv_adjust(images, s_factor, s_offset, v_offset, out):
-    """Per pixel: ``rgb_to_hsv``, S = clip(S * s_factor + s_offset), V = clip(V + v_offset),
-    ``hsv_to_rgb``, ``to_uint8``: the same float64 operations in the same order as those numpy
-    functions (and as scikit-image), without their (N, H, W)-sized temporaries. An adjustment of
-    (1, 0) or 0 is skipped, as the numpy path does not apply it either."""
+    """Per pixel: ``skimage.color.rgb2hsv``, S = clip(S * s_factor + s_offset), V = clip(V + v_offset),
+    ``hsv2rgb``, ``to_uint8``: scikit-image's float64 operations in its order, without its (N, H, W)-sized
+    temporaries; an adjustment of (1, 0) or 0 is skipped, as the reference does not make it either.
+    Kept for speed: benchmarks/corruption_kernels.py times it against scikit-image (same bytes)."""
     n_images, height, width, _ = images.shape
     adjust_s = not (s_factor == 1.0 and s_offset == 0.0)
     adjust_v = v_offset != 0.0
@@ -156,7 +123,7 @@ def _hsv_adjust(images, s_factor, s_offset, v_offset, out):
 
 
 def brightness(images: np.ndarray, severity: int, rngs=None) -> np.ndarray:
-    # == to_uint8(hsv_to_rgb(hsv)) after hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1), hsv = rgb_to_hsv(x)
+    # == to_uint8(hsv2rgb(hsv)) after hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1), hsv = rgb2hsv(x)
     c = SEVERITY_PARAMS["brightness"][severity - 1]
     out = np.empty_like(images)
     _hsv_adjust(images, 1.0, 0.0, float(c), out)
@@ -164,7 +131,7 @@ def brightness(images: np.ndarray, severity: int, rngs=None) -> np.ndarray:
 
 
 def saturate(images: np.ndarray, severity: int, rngs=None) -> np.ndarray:
-    # == to_uint8(hsv_to_rgb(hsv)) after hsv[..., 1] = np.clip(hsv[..., 1] * factor + offset, 0, 1)
+    # == to_uint8(hsv2rgb(hsv)) after hsv[..., 1] = np.clip(hsv[..., 1] * factor + offset, 0, 1)
     factor, offset = SEVERITY_PARAMS["saturate"][severity - 1]
     out = np.empty_like(images)
     _hsv_adjust(images, float(factor), float(offset), 0.0, out)
@@ -218,34 +185,21 @@ _AB_SCALE, _INTER_TAB = 1 << _AB_BITS, 1 << _INTER_BITS
 
 
 def affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """cv2.getAffineTransform for a batch: (N, 3, 2) point pairs -> (N, 2, 3) matrices mapping src to dst."""
-    src = src.astype(np.float64)
-    dst = dst.astype(np.float64)
-    design = np.concatenate([src, np.ones(src.shape[:-1] + (1,))], axis=-1)  # (N, 3, 3): rows [x, y, 1]
-    return np.linalg.solve(design, dst).transpose(0, 2, 1)
-
-
-def _invert_affine(m: np.ndarray) -> np.ndarray:
-    """cv2.invertAffineTransform's formulas, for (N, 2, 3) matrices."""
-    a, b, c = m[:, 0, 0], m[:, 0, 1], m[:, 0, 2]
-    d, e, f = m[:, 1, 0], m[:, 1, 1], m[:, 1, 2]
-    det = a * e - b * d
-    det = np.where(det != 0, 1.0 / np.where(det != 0, det, 1.0), 0.0)
-    a2, b2, d2, e2 = e * det, -b * det, -d * det, a * det
-    c2 = -a2 * c - b2 * f
-    f2 = -d2 * c - e2 * f
-    return np.stack([np.stack([a2, b2, c2], -1), np.stack([d2, e2, f2], -1)], 1)
+    """cv2.getAffineTransform for each of a batch of float32 (N, 3, 2) point triples: (N, 2, 3) src -> dst."""
+    matrices = [cv2.getAffineTransform(a, b) for a, b in zip(np.float32(src), np.float32(dst))]
+    return np.array(matrices, dtype=np.float64).reshape(-1, 2, 3)
 
 
 def warp_affine_reflect101(images: np.ndarray, matrices: np.ndarray) -> np.ndarray:
-    """cv2.warpAffine(image, M, (W, H), flags=INTER_LINEAR, borderMode=BORDER_REFLECT_101) per image.
+    """cv2.warpAffine(image, M, (W, H), flags=INTER_LINEAR, borderMode=BORDER_REFLECT_101) per image, OpenCV 4.
 
     ``images``: float32 (N, H, W, C); ``matrices``: (N, 2, 3) forward maps (source -> destination).
     Each destination pixel samples the source at the inverse map of its coordinates, quantised as
     OpenCV does, and blends the 4 neighbours in float32 in OpenCV's order.
+    Kept: OpenCV 5.0 changed this warp; these are OpenCV 4.x's bytes (tested with 4.10), as in the reference.
     """
     n, height, width, _ = images.shape
-    inv = _invert_affine(matrices)
+    inv = np.array([cv2.invertAffineTransform(m) for m in matrices], dtype=np.float64).reshape(-1, 2, 3)
     cols, rows = np.arange(width), np.arange(height)
     adelta = np.rint(inv[:, 0, 0, None] * cols * _AB_SCALE).astype(np.int64)  # (N, W)
     bdelta = np.rint(inv[:, 1, 0, None] * cols * _AB_SCALE).astype(np.int64)
@@ -312,6 +266,7 @@ def map_coordinates_reflect(images: np.ndarray, rows: np.ndarray, cols: np.ndarr
 
     ``images``: (N, H, W, C); ``rows``, ``cols``: float64 (N, H, W) sample positions. Computes in
     float64 and returns the input's dtype, as SciPy does.
+    Kept for speed: benchmarks/corruption_kernels.py times it against SciPy (same bytes).
     """
     out = np.empty(images.shape, dtype=images.dtype)
     _map_bilinear(np.ascontiguousarray(images), np.ascontiguousarray(rows, dtype=np.float64),

@@ -10,8 +10,8 @@ from typing import Iterable
 import numpy as np
 
 from robustgsl.corruptions import (
+    CORRUPTIONS,
     SEVERITIES,
-    available_corruptions,
     check_images,
     corrupt,
     parse_severities,
@@ -22,9 +22,7 @@ from robustgsl.io import write_bytes_atomic
 
 
 def _names(corruptions: Iterable[str] | str | None) -> tuple[str, ...]:
-    if corruptions is None:  # the 15 that this installation has
-        return tuple(n for n in resolve_corruptions("all") if n in available_corruptions())
-    return resolve_corruptions(corruptions)
+    return CORRUPTIONS if corruptions is None else resolve_corruptions(corruptions)
 
 
 def corruption_tiles(image: np.ndarray, corruptions=None, seed: int = 0, index: int = 0,
@@ -46,19 +44,6 @@ def corruption_tiles(image: np.ndarray, corruptions=None, seed: int = 0, index: 
         for col, severity in enumerate(severities, start=1):
             tiles[row, col] = corrupt(batch, name, severity, seed, indices=[index])[0]
     return tiles
-
-
-def corruption_grid(image: np.ndarray, corruptions=None, seed: int = 0, index: int = 0,
-                    severities: Iterable[int] | str = SEVERITIES, pad: int = 2) -> np.ndarray:
-    """One uint8 picture: a row per corruption, columns clean then severities, white gaps of ``pad``."""
-    tiles = corruption_tiles(image, corruptions, seed, index, severities)
-    rows, cols, height, width, _ = tiles.shape
-    grid = np.full((pad + rows * (height + pad), pad + cols * (width + pad), 3), 255, dtype=np.uint8)
-    for r in range(rows):
-        for c in range(cols):
-            top, left = pad + r * (height + pad), pad + c * (width + pad)
-            grid[top:top + height, left:left + width] = tiles[r, c]
-    return grid
 
 
 def save_grid_png(path: str | os.PathLike, image: np.ndarray, corruptions=None, seed: int = 0, index: int = 0,

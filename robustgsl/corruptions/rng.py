@@ -11,7 +11,6 @@ function fed the same stream draws the same numbers.
 from __future__ import annotations
 
 import zlib
-from typing import Iterable
 
 import numpy as np
 
@@ -20,12 +19,3 @@ def image_seed(seed: int, name: str, severity: int, index: int) -> np.ndarray:
     """The 128-bit seed (four uint32 words) of one image's generator."""
     entropy = [int(seed), zlib.crc32(name.encode("utf-8")), int(severity), int(index)]
     return np.random.SeedSequence(entropy).generate_state(4, dtype=np.uint32)
-
-
-def image_rng(seed: int, name: str, severity: int, index: int) -> np.random.RandomState:
-    return np.random.RandomState(image_seed(seed, name, severity, index))
-
-
-def image_rngs(seed: int, name: str, severity: int, indices: Iterable[int]) -> list[np.random.RandomState]:
-    """One generator per image index, in the order given."""
-    return [image_rng(seed, name, severity, index) for index in indices]

@@ -2,10 +2,10 @@
 
 make_cifar_c.py (hendrycks/robustness) reads ``frost1.png .. frost3.png, frost4.jpg .. frost6.jpg``
 with ``cv2.imread`` and shrinks them with ``cv2.resize(fx=0.2, fy=0.2)`` (INTER_LINEAR) on every
-call. The PyPI package ``imagecorruptions`` ships byte-identical copies in ``imagecorruptions/frost/``.
-Its ``__init__`` does not import on current setuptools, so the files are found through the
-distribution's file list (or the import system's spec, which does not run the module), never by
-importing it. Each texture is loaded and resized once per process.
+call; here the same two calls, once per texture and process. The PyPI package ``imagecorruptions``
+ships byte-identical copies in ``imagecorruptions/frost/``. Its ``__init__`` does not import on current
+setuptools, so the files are found through the distribution's file list (or the import system's spec,
+which does not run the module), never by importing it.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import importlib.metadata
 import importlib.util
 from pathlib import Path
 
+import cv2
 import numpy as np
-from PIL import Image
 
 from robustgsl.errors import InputError
 
@@ -54,36 +54,17 @@ def frost_path(index: int) -> Path:
     return path
 
 
-def resize_on_pixel_centres(image: np.ndarray, scale: float) -> np.ndarray:
-    """``cv2.resize(image, (0, 0), fx=scale, fy=scale)`` (INTER_LINEAR) where that is pure sampling.
-
-    OpenCV's output size is round(size * scale) and output pixel d samples the source at
-    (d + 0.5) / scale - 0.5. For scale 0.2 that is 5 d + 2, a pixel centre, so the bilinear weights
-    are (1, 0) and the result is the source pixel itself. Other scales are refused (not needed).
-    """
-    height, width = image.shape[:2]
-    out_h, out_w = int(np.rint(height * scale)), int(np.rint(width * scale))
-    step = 1.0 / scale
-    rows = (np.arange(out_h) + 0.5) * step - 0.5
-    cols = (np.arange(out_w) + 0.5) * step - 0.5
-    if not (np.all(rows == np.round(rows)) and np.all(cols == np.round(cols))):
-        raise ValueError(f"scale {scale} does not sample pixel centres; only such scales are implemented")
-    return image[np.round(rows).astype(np.int64)][:, np.round(cols).astype(np.int64)]
-
-
 @functools.lru_cache(maxsize=None)
 def frost_texture(index: int, scale: float = CIFAR_FROST_SCALE) -> np.ndarray:
     """Frost texture ``FROST_FILES[index]`` as RGB uint8 (H, W, 3), resized as the CIFAR script does.
 
-    Read-only (shared between calls). RGBA PNGs lose their alpha channel, as with ``cv2.imread``.
+    Read-only (shared between calls). RGBA PNGs lose their alpha channel (``cv2.imread``'s default).
     """
     path = frost_path(index)
-    try:
-        with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"))
-    except OSError as error:
-        raise InputError(f"cannot read frost texture {path}: {error}; reinstall with "
-                         f"`pip install --force-reinstall {PACKAGE}`") from error
-    texture = np.ascontiguousarray(resize_on_pixel_centres(rgb, scale))
+    bgr = cv2.imread(str(path))
+    if bgr is None:
+        raise InputError(f"cannot read frost texture {path}; reinstall with "
+                         f"`pip install --force-reinstall {PACKAGE}`")
+    texture = np.ascontiguousarray(cv2.resize(bgr, (0, 0), fx=scale, fy=scale)[..., ::-1])
     texture.setflags(write=False)
     return texture

@@ -11,12 +11,13 @@ final truncation to uint8 lands on the same integer:
 - frost: texture ``randint(5)`` (frost1..frost5; frost6 is never drawn), shrunk x0.2, a random 32x32
   crop (row start then column start, each ``randint(0, size - 32)``), ``a * image + b * frost``.
 - fog: the reference's diamond-square ``plasma_fractal(mapsize=32)``, for the whole batch at once.
-- spatter: gaussian-smoothed normal noise; severities 1-3 "liquid" (edges, distance transform, ...,
-  as the OpenCV calls of the reference, reimplemented), 4-5 "mud".
+- spatter: gaussian-smoothed normal noise; severities 1-3 "liquid" (the reference's OpenCV calls: edges,
+  distance transform, equalisation, emboss), 4-5 "mud".
 """
 
 from __future__ import annotations
 
+import cv2
 import numba
 import numpy as np
 from scipy.ndimage import gaussian_filter
@@ -64,8 +65,8 @@ def _float32_fma(a: np.ndarray, b: np.float32, c: np.ndarray) -> np.ndarray:
 def rgb_to_gray_float32(x: np.ndarray) -> np.ndarray:
     """``cv2.cvtColor(x, COLOR_RGB2GRAY)`` for float32 RGB (..., 3): 0.299 R + 0.587 G + 0.114 B.
 
-    Evaluated as OpenCV (4.x/5.x SIMD with FMA) does, fma(B, cb, fma(R, cr, G * cg)) in float32
-    (checked bitwise against cv2).
+    Evaluated as OpenCV's SIMD path (4.x/5.x, with FMA) does, fma(B, cb, fma(R, cr, G * cg)) in float32.
+    Kept: OpenCV's float32 bytes depend on its code path (its generic one rounds twice, not once).
     """
     r, g, b = x[..., 0], x[..., 1], x[..., 2]
     cr, cg, cb = np.float32(0.299), np.float32(0.587), np.float32(0.114)
@@ -177,87 +178,16 @@ def fog(images: np.ndarray, severity: int, rngs) -> np.ndarray:
 
 # ---------------------------------------------------------------- spatter
 
-CANNY_TAN22 = 13573  # round(tan(22.5 deg) * 2^15), OpenCV's Canny
-CANNY_SHIFT = 15
-
-
-@numba.njit(cache=True, nogil=True)
-def _canny(src, low, high):
-    """cv2.Canny(src, low, high) (aperture 3, L1 gradient) for one uint8 image; 255 on edges."""
-    h, w = src.shape
-    dx = np.zeros((h, w), dtype=np.int32)
-    dy = np.zeros((h, w), dtype=np.int32)
-    mag = np.zeros((h + 2, w + 2), dtype=np.int32)  # zero ring: outside the image
-    for y in range(h):
-        ym, yp = max(y - 1, 0), min(y + 1, h - 1)  # Sobel with BORDER_REPLICATE
-        for x in range(w):
-            xm, xp = max(x - 1, 0), min(x + 1, w - 1)
-            gx = (np.int32(src[ym, xp]) + 2 * np.int32(src[y, xp]) + np.int32(src[yp, xp])
-                  - np.int32(src[ym, xm]) - 2 * np.int32(src[y, xm]) - np.int32(src[yp, xm]))
-            gy = (np.int32(src[yp, xm]) + 2 * np.int32(src[yp, x]) + np.int32(src[yp, xp])
-                  - np.int32(src[ym, xm]) - 2 * np.int32(src[ym, x]) - np.int32(src[ym, xp]))
-            dx[y, x] = gx
-            dy[y, x] = gy
-            mag[y + 1, x + 1] = abs(gx) + abs(gy)
-    # map: 0 = may be an edge, 1 = not an edge, 2 = edge
-    state = np.ones((h, w), dtype=np.uint8)
-    stack = np.empty((h * w, 2), dtype=np.int64)
-    top = 0
-    for y in range(h):
-        for x in range(w):
-            m = mag[y + 1, x + 1]
-            if m <= low:
-                continue
-            xs, ys = dx[y, x], dy[y, x]
-            ax = abs(xs)
-            ay = abs(ys) << CANNY_SHIFT
-            tg22x = ax * CANNY_TAN22
-            keep = False
-            if ay < tg22x:
-                keep = m > mag[y + 1, x] and m >= mag[y + 1, x + 2]
-            else:
-                tg67x = tg22x + (ax << (CANNY_SHIFT + 1))
-                if ay > tg67x:
-                    keep = m > mag[y, x + 1] and m >= mag[y + 2, x + 1]
-                else:
-                    s = -1 if (xs ^ ys) < 0 else 1
-                    keep = m > mag[y, x + 1 - s] and m > mag[y + 2, x + 1 + s]
-            if keep:
-                if m > high:
-                    state[y, x] = 2
-                    stack[top, 0] = y
-                    stack[top, 1] = x
-                    top += 1
-                else:
-                    state[y, x] = 0
-    while top > 0:  # hysteresis: grow edges through 8-connected candidates
-        top -= 1
-        y, x = stack[top, 0], stack[top, 1]
-        for yy in range(max(y - 1, 0), min(y + 2, h)):
-            for xx in range(max(x - 1, 0), min(x + 2, w)):
-                if state[yy, xx] == 0:
-                    state[yy, xx] = 2
-                    stack[top, 0] = yy
-                    stack[top, 1] = xx
-                    top += 1
-    out = np.zeros((h, w), dtype=np.uint8)
-    for y in range(h):
-        for x in range(w):
-            if state[y, x] == 2:
-                out[y, x] = 255
-    return out
-
-
 # cv2.distanceTransform(DIST_L2, 5): a 5x5 chamfer distance with steps 1 (edge), 1.4 (diagonal) and
-# 2.1969 (knight's move), OpenCV's mask for DIST_L2. OpenCV's x86 builds run it through IPP, which adds
-# the float32 steps in float32 (its integer fallback rounds them to 1/65536); a forward and a backward
-# pass over the image, pixels outside the image being infinitely far.
+# 2.1969 (knight's move), OpenCV's mask for DIST_L2; a forward and a backward pass over the image, pixels
+# outside the image being infinitely far.
+# Kept: OpenCV's bytes depend on its build (IPP adds the float32 steps in float32, as here; generic code rounds).
 _DT_STEPS = (np.float32(1.0), np.float32(1.4), np.float32(2.1969))
 _DT_FAR = np.finfo(np.float32).max  # what OpenCV returns when there is no zero pixel at all
 
 
 @numba.njit(cache=True, nogil=True)
-def _distance_transform_5x5(src):
+def distance_transform_5x5(src):
     h, w = src.shape
     hv, diag, knight = _DT_STEPS
     t = np.full((h + 4, w + 4), _DT_FAR, dtype=np.float32)
@@ -292,53 +222,21 @@ def _distance_transform_5x5(src):
     return t[2:h + 2, 2:w + 2].copy()
 
 
-def _reflect101_pad(x: np.ndarray, r: int) -> np.ndarray:
-    return np.pad(x, ((0, 0), (r, r), (r, r)), mode="reflect")
-
-
-def _box3_float32(x: np.ndarray) -> np.ndarray:
-    """cv2.blur(x, (3, 3)) on float32 (N, H, W): the 3x3 sum in double times 1/9, stored as float32."""
-    p = _reflect101_pad(x.astype(np.float64), 1)
-    h, w = x.shape[1:]
-    total = sum(p[:, i:i + h, j:j + w] for i in range(3) for j in range(3))
-    return (total * (1.0 / 9)).astype(np.float32)
-
-
-def _box3_uint8(x: np.ndarray) -> np.ndarray:
-    """cv2.blur(x, (3, 3)) on uint8 (N, H, W): the 3x3 integer sum / 9, rounded."""
-    p = _reflect101_pad(x.astype(np.int64), 1)
-    h, w = x.shape[1:]
-    total = sum(p[:, i:i + h, j:j + w] for i in range(3) for j in range(3))
-    return np.rint(total * (1.0 / 9)).astype(np.uint8)
-
-
-def _filter2d_uint8(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """cv2.filter2D(x, CV_8U, kernel) for an integer 3x3 kernel: correlation, REFLECT_101, saturated."""
-    p = _reflect101_pad(x.astype(np.int64), 1)
-    h, w = x.shape[1:]
-    total = sum(int(kernel[i, j]) * p[:, i:i + h, j:j + w] for i in range(3) for j in range(3))
-    return np.clip(total, 0, 255).astype(np.uint8)
-
-
-def _equalize_hist(x: np.ndarray) -> np.ndarray:
-    """cv2.equalizeHist for one uint8 image: lut[v] = round(cumulative count above the lowest level * 255 / rest)."""
-    hist = np.bincount(x.ravel(), minlength=256)
-    lowest = int(np.flatnonzero(hist)[0])
-    total = x.size
-    if hist[lowest] == total:
-        return np.full_like(x, lowest)
-    scale = np.float32(255.0) / np.float32(total - hist[lowest])
-    cumulative = np.cumsum(hist).astype(np.float32) - np.float32(hist[lowest])
-    lut = np.clip(np.rint(cumulative * scale), 0, 255).astype(np.uint8)
-    lut[:lowest + 1] = 0
-    return lut[x]
-
-
 # The reference's emboss kernel for the liquid's edge relief.
-_SPATTER_KERNEL = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
+SPATTER_KERNEL = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]], dtype=np.float32)
 # Colours (RGB / 255): pale turquoise water, brown mud.
 _WATER = (175, 238, 238)
 _MUD = (63, 42, 20)
+
+
+def liquid_relief(layer: np.ndarray) -> np.ndarray:
+    """The reference's OpenCV steps for one uint8 liquid layer: distance to its edges, equalised, embossed."""
+    dist = distance_transform_5x5(255 - cv2.Canny(layer, 50, 150))
+    _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
+    dist = cv2.blur(dist, (3, 3)).astype(np.uint8)
+    dist = cv2.equalizeHist(dist)
+    dist = cv2.filter2D(dist, cv2.CV_8U, SPATTER_KERNEL)
+    return cv2.blur(dist, (3, 3)).astype(np.float32)
 
 
 def spatter(images: np.ndarray, severity: int, rngs) -> np.ndarray:
@@ -353,13 +251,7 @@ def spatter(images: np.ndarray, severity: int, rngs) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         if mud == 0:
             layer = (liquid * 255).astype(np.uint8)
-            dist = np.stack([_distance_transform_5x5(255 - _canny(layer[i], 50, 150)) for i in range(n)])
-            dist = np.minimum(dist, np.float32(20))  # cv2.threshold(THRESH_TRUNC, 20)
-            dist = _box3_float32(dist).astype(np.uint8)
-            dist = np.stack([_equalize_hist(d) for d in dist])
-            dist = _filter2d_uint8(dist, _SPATTER_KERNEL)
-            dist = _box3_uint8(dist).astype(np.float32)
-            m = layer * dist  # float32
+            m = layer * np.stack([liquid_relief(image) for image in layer])  # float32
             m = m / m.max(axis=(1, 2), keepdims=True)
             m = m * np.float32(intensity)
             color = np.array([c / 255.0 for c in _WATER], dtype=np.float32)
