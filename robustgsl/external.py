@@ -4,7 +4,9 @@ A model is named by ``MODULE:FACTORY`` (a module importable from ``sys.path``, o
 where ``FACTORY()`` returns an ``nn.Module`` taking images in [0, 1], NCHW. Its weights come from a
 safetensors file or a torch checkpoint read with ``weights_only=True`` (never unpickling code), with
 RobustBench's conventions (``robustbench.utils.load_model``): a ``state_dict`` entry is unwrapped, then
-a leading ``module.`` and a leading ``model.`` are stripped from each key.
+a leading ``module.`` and then a leading ``model.`` are stripped from each key, one level each, unless
+the keys already match the model (RobustBench strips always; that would break a model whose own
+child is called ``model``). Nothing else is unwrapped, as in RobustBench.
 
     >>> model = load_external_model(ExternalSpec("my_models.py:resnet18_cifar", weights="rn18.pt",
     ...                                          normalize=parse_normalize("0.49,0.48,0.45/0.25,0.24,0.26"),
@@ -18,9 +20,9 @@ The embedding heads (k-NN, SVC) need features: a node of the model's graph named
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
-import hashlib
 import math
 import pickle
 import re
