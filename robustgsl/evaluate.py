@@ -165,10 +165,15 @@ def _load(run_dirs, config: EvalConfig, log: Log) -> _Inputs:
         test_images=test_images, test_labels=test_labels, source=source, corruptions=names, severities=severities,
         rows=[(CLEAN, 0)] + [(name, s) for name in names for s in severities], baseline=baseline, out_dir=out_dir,
         file_digests=_file_digests(Path(source["path"]), names, source["manifest"]),
-        test_digest=hashlib.sha256(np.ascontiguousarray(test_images).data).hexdigest()[:16],
+        test_digest=_images_digest(test_images),
         sample=np.sort(np.random.RandomState(config.seed).permutation(n_test)[:EMBEDDING_SAMPLE]),
         embedding_corruption=EMBEDDING_CORRUPTION if EMBEDDING_CORRUPTION in names else names[0],
     )
+
+
+def _images_digest(images: np.ndarray) -> str:
+    """A short content digest of a test set (the key of its cached outputs)."""
+    return hashlib.sha256(np.ascontiguousarray(images).data).hexdigest()[:16]
 
 
 def _load_models(run_dirs: Sequence[Path], heads, device) -> list[EvaluatedModel]:
@@ -379,6 +384,43 @@ def _classify(item: EvaluatedModel, outputs, embeddings, labels, per_head, row: 
 
 def _error_line(per_head: dict, rows: list[int]) -> str:
     return "  ".join(f"{h} " + " ".join(f"{array[r].mean():.1%}" for r in rows) for h, array in per_head.items())
+
+
+@dataclass(frozen=True)
+class CleanErrors:
+    """The clean test error of each head of one run (``clean_test_errors``)."""
+
+    errors: dict[str, float]  # head -> fraction of the test images misclassified
+    n_train: int  # training images of the data set (the k-NN and SVC references)
+    n_test: int
+    weights_sha256: str
+
+
+def clean_test_errors(run_dir: str | Path, config: EvalConfig | None = None, log: Log | None = None) -> CleanErrors:
+    """The clean test error of every applicable head (or ``config.heads``) of one finished run.
+
+    The evaluation's own steps on the clean test set alone: load the model and the data, fit the heads
+    on the training embeddings, score. No corruption data is read or generated; the only files written
+    are the run's embedding cache (as ``evaluate`` writes it).
+    """
+    config = config or EvalConfig()
+    validate_eval_config(config)
+    log = log or (lambda message: None)
+    device = resolve_device(config.device)
+    item = _load_models([Path(run_dir)], config.heads, device)[0]
+    dataset = item.config["dataset"]
+    train_images, train_labels = load_dataset(dataset, "train", data_dir=config.data_dir, download=config.download)
+    test_images, test_labels = load_dataset(dataset, "test", data_dir=config.data_dir, download=config.download)
+    inputs = _Inputs(
+        models=[item], device=device, num_classes=item.config["num_classes"], train_images=train_images,
+        train_labels=train_labels, test_images=test_images, test_labels=test_labels, source={}, corruptions=(),
+        severities=(), rows=[(CLEAN, 0)], baseline=None, out_dir=Path(run_dir), file_digests={},
+        test_digest=_images_digest(test_images), sample=np.arange(0), embedding_corruption="",
+    )
+    _fit_heads(item, inputs, config, log)
+    wrong = _score(item, inputs, config, {}, log)
+    return CleanErrors(errors={head: float(array[0].mean()) for (_, head), array in wrong.items()},
+                       n_train=len(train_labels), n_test=len(test_labels), weights_sha256=item.weights_sha256)
 
 
 # --- summarise ------------------------------------------------------------------------------------
