@@ -14,7 +14,7 @@ import re
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 from PIL import Image
 
 # Okabe & Ito's colour-blind-safe palette; the baseline is drawn in dark grey.
@@ -204,3 +204,56 @@ def embedding_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], labels: n
                       markerscale=2.5, handletextpad=0.2, columnspacing=0.9)
         figure.set_layout_engine("constrained")
         return _png_data_uri(figure, dpi=110)
+
+
+def sweep_figure(panels: list[dict], heads: list[str], colours: dict[str, str], x_label: str, log_x: bool,
+                 categorical: bool, salt: str) -> str:
+    """Clean error (%) against one swept option: one panel per combination of the other options' values,
+    one line per head (mean over seeds) with a band from the lowest to the highest seed.
+
+    ``panels[i]`` holds "title", "ticks" (positions, labels) and "curves": head -> "x", "mean", "low",
+    "high" (NaN where a value has no finished run). A categorical option is drawn as points with
+    min-max error bars, heads side by side, and no lines between categories.
+    """
+    columns = min(len(panels), 3)
+    rows = -(-len(panels) // columns)
+    with matplotlib.rc_context(STYLE):
+        figure = Figure(figsize=(3.4 * columns + 0.4, 2.7 * rows + 0.5))
+        axes = figure.subplots(rows, columns, sharey=True, squeeze=False).ravel()
+        for ax, panel in zip(axes, panels):
+            for index, head in enumerate(heads):
+                curve = panel["curves"].get(head)
+                if curve is None:
+                    continue
+                x, mean, low, high = (np.asarray(curve[key], dtype=float) for key in ("x", "mean", "low", "high"))
+                if categorical:
+                    offset = (index - (len(heads) - 1) / 2) * 0.1
+                    ax.errorbar(x + offset, mean, yerr=[mean - low, high - mean], fmt="o", capsize=2.5,
+                                color=colours[head], label=plain(head))
+                else:
+                    ax.plot(x, mean, marker="o", color=colours[head], label=plain(head))
+                    ax.fill_between(x, low, high, color=colours[head], alpha=0.16, linewidth=0)
+            if log_x:
+                ax.set_xscale("log")
+            positions, labels = panel["ticks"]
+            ax.set_xticks(positions, labels)
+            ax.xaxis.set_minor_locator(NullLocator())
+            if categorical:
+                ax.set_xlim(-0.5, max(positions, default=0) + 0.5)
+            ax.set_title(plain(panel["title"]))
+            ax.set_xlabel(plain(x_label))
+        for ax in axes[len(panels):]:
+            ax.set_visible(False)
+        values = [value for panel in panels for curve in panel["curves"].values() for value in curve["high"]]
+        top = np.nanmax(values + [1.0])
+        axes[0].set_ylim(0, 1.08 * top)
+        for ax in axes[::columns]:
+            ax.set_ylabel("clean test error (%)")
+        legend = {}  # a head missing from the first panel still gets its entry
+        for ax in axes[:len(panels)]:
+            legend.update(zip(*reversed(ax.get_legend_handles_labels())))
+        order = [plain(head) for head in heads if plain(head) in legend]
+        figure.legend([legend[label] for label in order], order, loc="outside lower center",
+                      ncol=max(len(order), 1))
+        figure.set_layout_engine("constrained")
+        return _svg(figure, salt)
