@@ -131,14 +131,21 @@ def _preset_default_text(spec) -> str:
     return ", ".join(f"{preset}: {text}" for preset, text in texts.items())
 
 
+def _recipe_params(excluded: tuple[str, ...] = ()) -> list[click.Parameter]:
+    """The training options of TrainConfig; None = not given: the preset (then the dataclass default) decides."""
+    from robustgsl.config import TRAIN_OPTIONS
+
+    return [_option(spec, None, _preset_default_text(spec)) for spec in TRAIN_OPTIONS
+            if spec.cli and spec.name not in excluded]
+
+
 def _training_params(out_help: str, with_loss: bool) -> Callable[[], list[click.Parameter]]:
     def make() -> list[click.Parameter]:
         from robustgsl.config import EVAL_OPTIONS, TRAIN_OPTIONS
 
         params = [_option(_spec(TRAIN_OPTIONS, "loss"), None, None, required=True)] if with_loss else []
         params.append(click.Option(["--out"], default=None, help=out_help))
-        # None = not given: the preset (then the dataclass default) decides.
-        params += [_option(spec, None, _preset_default_text(spec)) for spec in TRAIN_OPTIONS if spec.cli]
+        params += _recipe_params()
         params += [_option(spec, spec.default, _default_text(spec))
                    for spec in (_spec(EVAL_OPTIONS, name) for name in _RUN_OPTIONS)]
         params.append(click.Option(["--resume"], is_flag=True, help="Continue the run in --out from its checkpoint."))
@@ -148,14 +155,20 @@ def _training_params(out_help: str, with_loss: bool) -> Callable[[], list[click.
     return make
 
 
-def _split_options(options: dict) -> tuple[dict, dict]:
-    """(recipe values given on the command line, keywords of the training call)."""
+def _pop_recipe(options: dict) -> dict:
+    """The training options given on the command line (config field -> value), removed from ``options``."""
     from robustgsl.config import TRAIN_OPTIONS
 
-    recipe = {spec.name: options.pop(spec.name) for spec in TRAIN_OPTIONS if spec.cli}
+    recipe = {spec.name: options.pop(spec.name) for spec in TRAIN_OPTIONS if spec.name in options}
+    return {name: value for name, value in recipe.items() if value is not None}
+
+
+def _split_options(options: dict) -> tuple[dict, dict]:
+    """(recipe values given on the command line, keywords of the training call)."""
+    recipe = _pop_recipe(options)
     quiet = options.pop("quiet")
     run = dict(options, quiet=quiet, log=None if quiet else _echo, command_line=sys.argv)
-    return {name: value for name, value in recipe.items() if value is not None}, run
+    return recipe, run
 
 
 def _default_run_dir(config, suffix: str | None) -> str:
@@ -199,6 +212,50 @@ def train_both(out: str | None, **options) -> None:
         shutdown()
     if not run["quiet"] and is_main_process():
         _echo("run folders: " + ", ".join(str(p) for p in paths))
+
+
+# --- sweeps ---------------------------------------------------------------------------------------
+
+# Options of the clean-test scoring (and, but for svc_train_size, of every run's training) in a sweep.
+_SCORING_OPTIONS = ("data_dir", "download", "device", "svc_train_size")
+
+
+def _sweep_params() -> list[click.Parameter]:
+    from robustgsl.config import EVAL_OPTIONS, TRAIN_OPTIONS
+    from robustgsl.sweep import LIST_SEPARATOR, SWEEP_OPTIONS
+
+    return [
+        _option(_spec(TRAIN_OPTIONS, "loss"), None, None, required=True),
+        click.Option(["--param"], multiple=True, metavar="NAME=V1,V2,...",
+                     help="A training option and its values (e.g. k=1,10,max; lr=0.1,0.01); repeat for a Cartesian "
+                          f"grid. A list-valued option separates its values by '{LIST_SEPARATOR}': "
+                          f"'milestones=6,8{LIST_SEPARATOR}10,15'."),
+        click.Option(["--seeds"], default="0", show_default=True, metavar="SEED,...",
+                     help="Seeds: every grid point trains once per seed."),
+        *[_option(spec, None, None, required=True) if spec.name == "out_dir" else
+          _option(spec, spec.default, _default_text(spec)) for spec in SWEEP_OPTIONS],
+        *_recipe_params(excluded=("seed",)),
+        *[_option(spec, spec.default, _default_text(spec))
+          for spec in (_spec(EVAL_OPTIONS, name) for name in _SCORING_OPTIONS)],
+    ]
+
+
+@main.command(cls=_ConfigCommand, make_params=_sweep_params)
+def sweep(loss: str, param: tuple[str, ...], seeds: str, **options) -> None:
+    """Train a grid of runs (every combination of the --param values, once per seed), score each on the clean
+    test set with every head, and write sweep.csv and index.html into --out. Rerun the same command to continue
+    an interrupted sweep: finished runs are kept, half-trained ones resume."""
+    from robustgsl.config import EvalConfig
+    from robustgsl.sweep import SweepConfig, parse_grid, run_sweep
+
+    grid = parse_grid(loss, param, seeds, _pop_recipe(options))
+    config = SweepConfig(**{name: options.pop(name) for name in list(options) if name not in _SCORING_OPTIONS})
+    scoring = EvalConfig(**options, quiet=config.quiet)
+    result = run_sweep(grid, config, scoring, log=None if config.quiet else _echo, command_line=sys.argv)
+    click.echo(f"sweep page: {result.out_dir / 'index.html'}")
+    if result.failed:
+        raise TrainingError(f"{len(result.failed)} of {len(result.table)} runs failed (rerun the same command to "
+                            f"retry them):\n" + "\n".join(result.failed))
 
 
 # --- evaluation -----------------------------------------------------------------------------------
