@@ -254,7 +254,9 @@ def render_sweep_report(sweep: Sweep, page_dir: Path) -> str:
         "facts": _facts(sweep),
         "colours": colours,
         "heads": sweep.heads,
-        "options": [option_figure(sweep, index, colours) for index in range(len(sweep.grid.params))],
+        # An option given one value is not swept: it names the panels of the others, it gets no figure.
+        "options": [option_figure(sweep, index, colours) for index, param in enumerate(sweep.grid.params)
+                    if len(param.values) > 1],
         "notes": scale_notes(sweep),
         "names": list(sweep.grid.names),
         "rows": _rows(sweep, page_dir),
