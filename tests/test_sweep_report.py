@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -36,12 +37,13 @@ def known_error(head: str, config: dict) -> float:
 
 @pytest.fixture
 def stand_ins(monkeypatch):
-    """train() writes a finished run folder with the real writers (or fails for the point in ``failing``);
-    clean_test_errors() returns ``known_error``."""
-    failing: list[dict] = []
+    """train() writes a finished run folder with the real writers (or fails for the points in ``failing``)
+    and records each call in ``trained``; clean_test_errors() returns ``known_error``."""
+    state = SimpleNamespace(failing=[], trained=[])
 
     def train(config, run_dir, **kwargs):
-        if any(all(getattr(config, key) == value for key, value in point.items()) for point in failing):
+        state.trained.append(config.name)
+        if any(all(getattr(config, key) == value for key, value in point.items()) for point in state.failing):
             raise RuntimeError(f"{INJECTED} diverged")
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True)
@@ -62,12 +64,12 @@ def stand_ins(monkeypatch):
 
     monkeypatch.setattr("robustgsl.train.train", train)
     monkeypatch.setattr("robustgsl.evaluate.clean_test_errors", clean_test_errors)
-    return failing
+    return state
 
 
 @pytest.fixture
 def gsl_sweep(tmp_path, stand_ins):
-    stand_ins.append({"k": 2, "alpha": 2.0, "seed": 1})
+    stand_ins.failing.append({"k": 2, "alpha": 2.0, "seed": 1})
     grid = parse_grid("gsl", ["k=2,max", "alpha=1,2"], "0,1", FIXED)
     result = run_sweep(grid, SweepConfig(out_dir=str(tmp_path / "sweep"), quiet=True), EvalConfig(quiet=True))
     return result.out_dir
@@ -132,3 +134,16 @@ def test_a_categorical_option_of_a_ce_sweep_and_an_option_with_one_value(tmp_pat
     assert page.find("svg", aria_label="error-vs-optimizer") and not page.find("aside", "finding")
     assert not page.find("svg", aria_label="error-vs-lr")  # one value: not swept, no figure of its own
     assert any("cross-entropy sweep" in note.text for note in page.find("p", "footnote"))
+
+
+def test_a_rerun_trains_only_what_failed_and_flags_a_run_of_another_config(gsl_sweep, stand_ins):
+    tampered = gsl_sweep / "k=max,alpha=1/seed0"
+    runs.write_config(tampered, runs.read_config(tampered) | {"alpha": 3.0})
+    stand_ins.failing.clear()
+    stand_ins.trained.clear()
+    grid = parse_grid("gsl", ["k=2,max", "alpha=1,2"], "0,1", FIXED)
+    result = run_sweep(grid, SweepConfig(out_dir=str(gsl_sweep), quiet=True), EvalConfig(quiet=True))
+    assert stand_ins.trained == ["gsl-k=2,alpha=2-seed1"]  # the failed point only
+    (failed,) = result.failed
+    assert failed.startswith("k=max,alpha=1 seed 0: InputError") and "differs from this point's in alpha" in failed
+    assert list(result.table["status"]).count("ok") == 7
