@@ -30,6 +30,7 @@ from robustgsl.config import (
     LOSSES, TRAIN_OPTIONS, EvalConfig, TrainConfig, make_config, parse_option_value, resolve_config,
     validate_config, validate_eval_config,
 )
+from robustgsl.device import resolve_device
 from robustgsl.errors import InputError
 from robustgsl.heads import HEADS
 from robustgsl.io import sha256_file, write_csv_atomic, write_json_atomic
@@ -490,6 +491,8 @@ def run_sweep(grid: Grid, config: SweepConfig, scoring: EvalConfig | None = None
     log = log or (lambda message: None)
     validate_sweep_config(config)
     validate_eval_config(scoring)
+    if config.launcher == "local":  # a submitit job resolves its device where it runs (a GPU node)
+        resolve_device(scoring.device)
     out_dir = Path(config.out_dir)
     grid = reconcile_grid(out_dir, grid, config.extend)
     points = grid_points(grid)  # every config is valid before anything is written

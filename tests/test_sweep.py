@@ -17,13 +17,13 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from robustgsl import runs
 from robustgsl.cli import main
-from robustgsl.config import EvalConfig
+from robustgsl.config import TRAIN_OPTIONS, EvalConfig, parse_option_value, preset_values
 from robustgsl.data import load_dataset, to_float
 from robustgsl.errors import InputError, TrainingError
 from robustgsl.schema import names
 from robustgsl.schema import sweep as schema
 from robustgsl.sweep import (
-    Param, SweepConfig, grid_points, parse_grid, parse_param, read_sweep_table, reconcile_grid, run_sweep,
+    Param, SweepConfig, grid_points, parse_grid, parse_param, read_sweep_table, reconcile_grid, run_sweep, value_text,
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -49,6 +49,18 @@ def test_values_go_through_each_options_own_parser():
     assert parse_param("augment=on,off").values == (True, False)
     assert parse_param("optimizer=sgd,adam").values == ("sgd", "adam")
     assert parse_param("milestones=6,8;10").values == ([6, 8], [10])
+
+
+@pytest.mark.parametrize("spec", [spec for spec in TRAIN_OPTIONS if spec.cli and spec.name != "seed"],
+                         ids=lambda spec: spec.name)
+def test_every_training_option_can_be_swept_and_its_values_read_back(spec):
+    """Options come from TrainConfig's metadata: one added there is sweepable with no change to the sweep."""
+    value = preset_values("paper", None).get(spec.name, spec.default)
+    if value is None:  # "not given" defaults (number of classes, on for CUDA): a grid gives a value instead
+        value = {"k": None, "embedding_dim": 16, "compile": False}[spec.name]
+    text = value_text(spec.name, value)
+    assert parse_param(f"{spec.flag[2:]}={text}") == Param(spec.name, (value,))
+    assert parse_option_value(spec.name, text) == value  # how sweep.json and sweep.csv are read back
 
 
 def test_the_grid_is_the_cartesian_product_once_per_seed_with_readable_folders():
@@ -83,10 +95,11 @@ def test_the_grid_is_the_cartesian_product_once_per_seed_with_readable_folders()
     (["--param", "k=3", "--seeds", "0,0"], "duplicate seed 0"),
     (["--param", "k=3", "--seeds", ""], "empty seed list"),
     (["--param", "k=3", "--gpus-per-job", "2"], "0 or 1"),
+    (["--param", "k=3", "--device", "tpu"], "unknown device 'tpu'"),
 ])
 def test_bad_grids_are_refused_before_anything_is_written(tmp_path, args, needle):
     out = tmp_path / "sweep"
-    result = invoke("--loss", "gsl", *args, *RECIPE, "--epochs", "1", "--device", "cpu", "--out", out)
+    result = invoke("--loss", "gsl", *RECIPE, "--epochs", "1", "--device", "cpu", *args, "--out", out)
     assert result.exit_code == 2, result.output
     assert "Error:" in result.output and needle in result.output
     assert not out.exists()
@@ -108,7 +121,8 @@ def _fail_in_epoch_2_of(label: str):
 
 
 def _files(folder: Path) -> dict[str, tuple[int, bytes]]:
-    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file()}
+    return {str(path.relative_to(folder)): (path.stat().st_mtime_ns, path.read_bytes())
+            for path in folder.rglob("*") if path.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +148,11 @@ def test_a_failed_point_is_reported_and_the_others_go_on(local_sweep):
     table = local_sweep.first_table.set_index("k")
     assert table.loc["3", "status"] == "failed" and table.loc["max", "status"] == "ok"
     assert "TrainingError" in table.loc["3", "failure"] and "injected" in table.loc["3", "failure"]
-    assert table.loc["3", "epochs_trained"] == 1 and table.loc[["3"], [f"error_{h}" for h in GSL_HEADS]].isna().all(axis=None)
+    assert table.loc["3", "epochs_trained"] == 1
+    assert table.loc[["3"], [f"error_{h}" for h in GSL_HEADS]].isna().all(axis=None)
     assert table.loc["max", "epochs_trained"] == 2 and table.loc["max", "failure"] == ""
-    assert table.loc["max", "final_loss"] == pytest.approx(runs.read_metrics(local_sweep.out / "k=max/seed0")[-1]["loss"])
+    last_epoch = runs.read_metrics(local_sweep.out / "k=max/seed0")[-1]
+    assert table.loc["max", "final_loss"] == pytest.approx(last_epoch["loss"])
     failures = Page(local_sweep.first_page).find("td", "failure")
     assert len(failures) == 1 and "injected" in failures[0].text
 

@@ -107,7 +107,8 @@ def test_the_page_has_a_figure_per_option_with_its_finding_scale_and_failures(gs
         assert svg.within("section", id=f"vs-{option}")
         (finding,) = [aside for aside in page.find("aside", "finding") if aside.within("section", id=f"vs-{option}")]
         assert finding.attrs["data-figure"] == figure and "Bontonou et al. 2019" in finding.text
-        assert all(title in svg.text for title in (("alpha = 1", "alpha = 2") if option == "k" else ("k = 2", "k = max")))
+        titles = ("alpha = 1", "alpha = 2") if option == "k" else ("k = 2", "k = max")
+        assert all(title in svg.text for title in titles)
     for caption in page.find("figcaption"):
         for fact in ("data set: digits", "width: 0.125", "epochs: 3", "batch: 100", "training images: 1,000",
                      "test images: 200", "seeds: 0, 1"):
