@@ -60,6 +60,8 @@ class TrainConfig:
     milestones: list[int] = setting([100, 150], "Epochs at which the lr is multiplied by gamma, e.g. 100,150.",
                                     metavar="EPOCH,...")
     gamma: float = setting(0.1, "Learning-rate factor at each milestone.")
+    warmup_epochs: float = setting(0.0, "Linear learning-rate warm-up over this many epochs (per step, from lr / "
+                                        "steps to lr); 0: none.")
     k: int | None = setting(None, "GSL graph neighbours per example, or 'max' (complete graph).", parse=parse_k,
                             metavar="INTEGER|max", default_text="max")
     alpha: float = setting(2.0, "GSL edge weight exp(-alpha * distance).")
@@ -71,6 +73,8 @@ class TrainConfig:
     embedding_dim: int | None = setting(None, "GSL output dimension d.", default_text="number of classes")
     normalization: str = setting("l2", "GSL output normalisation.", choices=NORMALIZATIONS)
     width: float = setting(1.0, "Channel multiplier of PreActResNet-18.")
+    final_bn_relu: bool = setting(False, "BatchNorm-ReLU before the pooling (He et al.'s pre-activation network; "
+                                         "kuangliu's layout has none).")
     seed: int = setting(0, "Seed of the initial weights, data order and augmentation.")
     augment: bool = setting(True, "Random crops (and flips where the data set allows them).")
     val_size: int = setting(0, "Training images held out for the per-epoch validation error (0: monitor a test "
@@ -180,6 +184,7 @@ def validate_config(config: TrainConfig) -> None:
     _check(config.embedding_dim is None or config.embedding_dim >= 1,
            f"embedding dimension must be >= 1, got {config.embedding_dim}")
     _check(config.width > 0, f"width must be > 0, got {config.width}")
+    _check(config.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {config.warmup_epochs}")
     _check(config.val_size >= 0, f"val size must be >= 0, got {config.val_size}")
 
 

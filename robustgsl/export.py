@@ -68,16 +68,19 @@ def kuangliu_state_dict(model: PreActResNet18) -> dict[str, torch.Tensor]:
 def _fold_batchnorm(model: PreActResNet18) -> tuple[torch.Tensor, torch.Tensor]:
     """linear followed by eval-mode BatchNorm1d, as one linear layer (computed in float64)."""
     norm, linear = model.output_norm, model.linear
-    scale = norm.weight.double() / torch.sqrt(norm.running_var.double() + norm.eps)
+    # "bn-l2" uses a BatchNorm1d without affine parameters: scale 1, shift 0.
+    gamma = norm.weight.double() if norm.affine else torch.ones_like(norm.running_var, dtype=torch.float64)
+    beta = norm.bias.double() if norm.affine else torch.zeros_like(norm.running_mean, dtype=torch.float64)
+    scale = gamma / torch.sqrt(norm.running_var.double() + norm.eps)
     weight = linear.weight.double() * scale[:, None]
-    bias = (linear.bias.double() - norm.running_mean.double()) * scale + norm.bias.double()
+    bias = (linear.bias.double() - norm.running_mean.double()) * scale + beta
     return weight.float().cpu(), bias.float().cpu()
 
 
 def kuangliu_metadata(model: PreActResNet18, config: dict) -> dict:
     """What the exported file computes and needs: the sidecar's fields."""
     stage_widths = [stage[0].conv1.out_channels for stage in (model.layer1, model.layer2, model.layer3, model.layer4)]
-    l2 = model.normalization == "l2"
+    l2 = model.normalization in ("l2", "bn-l2")
     return {
         "format": "kuangliu",
         "network": KUANGLIU_NETWORK,
@@ -89,13 +92,18 @@ def kuangliu_metadata(model: PreActResNet18, config: dict) -> dict:
         "outputs": model.linear.out_features,
         "loss": config["loss"],
         "output_transform": "l2_normalize" if l2 else None,
-        "outputs_note": (
-            "the linear layer's raw outputs; the run's GSL embedding is each output row divided by its L2 norm"
-            if l2 else "the output BatchNorm1d is folded into linear with its running statistics (eval mode)"
-            if model.output_norm is not None else "the run's logits"
-        ),
+        "outputs_note": _outputs_note(model),
         "dataset": config["dataset"],
     }
+
+
+def _outputs_note(model: PreActResNet18) -> str:
+    folded = "the output BatchNorm1d is folded into linear with its running statistics (eval mode)"
+    if model.normalization == "bn-l2":
+        return f"{folded}; the run's GSL embedding is each output row divided by its L2 norm"
+    if model.normalization == "l2":
+        return "the linear layer's raw outputs; the run's GSL embedding is each output row divided by its L2 norm"
+    return folded if model.output_norm is not None else "the run's logits"
 
 
 def export_weights(run_dir: str | Path, format: str, out: str | Path) -> Path:
@@ -109,6 +117,9 @@ def export_weights(run_dir: str | Path, format: str, out: str | Path) -> Path:
     if out.is_dir():
         raise InputError(f"export target {out} is a folder; give a file name such as {out / 'model.pt'}")
     model, config = runs.load_model(run_dir)
+    if model.final_norm is not None:
+        raise InputError(f"cannot export {run_dir}: it was trained with --final-bn-relu, a BatchNorm-ReLU before "
+                         f"the pooling that kuangliu's and RobustBench's PreActResNet18 do not have")
     if format == "robustbench":
         raise InputError(f"cannot export {run_dir} for RobustBench: {ROBUSTBENCH_REFUSAL}")
     state = kuangliu_state_dict(model)

@@ -7,7 +7,8 @@ models/preact_resnet.py): 3x3 stem conv 3->64, four stages of two pre-activation
 
 Inputs are images in [0, 1]; the per-channel mean/std live in buffers so a saved checkpoint takes raw
 images like RobustBench models do. For the graph smoothness loss the head's d outputs are L2-normalised
-(or passed through BatchNorm1d, as the paper does for d = 2).
+(or passed through BatchNorm1d, as the paper does for d = 2). ``final_bn_relu=True`` adds the BatchNorm-ReLU
+that He et al.'s pre-activation network applies before pooling and kuangliu's omits (off by default).
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from torch import nn
 
 from robustgsl.errors import InputError
 
-NORMALIZATIONS = ("l2", "batchnorm")
+# GSL output normalisations: "l2" (the paper's unit-norm outputs), "batchnorm" (BatchNorm1d, the paper's
+# choice for d = 2) and "bn-l2" (BatchNorm1d without affine parameters, then unit norm: the outputs are
+# centred and scaled per batch before they are projected onto the sphere; benchmarks/README.md shows why).
+NORMALIZATIONS = ("l2", "batchnorm", "bn-l2")
 
 
 class PreActBlock(nn.Module):
@@ -48,9 +52,11 @@ class PreActResNet18(nn.Module):
 
     Args:
         out_dim: number of outputs (classes for CE; the embedding dimension d for GSL).
-        normalization: ``None`` (CE logits), ``"l2"`` (GSL: unit-norm outputs) or ``"batchnorm"``.
+        normalization: ``None`` (CE logits), ``"l2"`` (GSL: unit-norm outputs), ``"batchnorm"`` or ``"bn-l2"``
+            (see NORMALIZATIONS).
         width: channel multiplier; 1 is the paper's network, smaller values give narrow CPU variants.
         mean, std: per-channel input normalisation, stored as buffers.
+        final_bn_relu: BatchNorm2d + ReLU on the last stage's output before pooling (He et al., 2016).
     """
 
     def __init__(
@@ -60,6 +66,7 @@ class PreActResNet18(nn.Module):
         width: float = 1.0,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.25, 0.25, 0.25),
+        final_bn_relu: bool = False,
     ):
         super().__init__()
         if normalization not in (None, *NORMALIZATIONS):
@@ -79,25 +86,30 @@ class PreActResNet18(nn.Module):
             in_planes = planes
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.feature_dim = widths[-1]
+        self.final_norm = nn.BatchNorm2d(self.feature_dim) if final_bn_relu else None
         self.linear = nn.Linear(self.feature_dim, int(out_dim))
         self.normalization = normalization
-        self.output_norm = nn.BatchNorm1d(int(out_dim)) if normalization == "batchnorm" else None
+        self.output_norm = None
+        if normalization in ("batchnorm", "bn-l2"):
+            self.output_norm = nn.BatchNorm1d(int(out_dim), affine=normalization == "batchnorm")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features (after average pooling), shape (B, 512 * width)."""
         x = (x - self.mean) / self.std
         out = self.conv1(x)
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        if self.final_norm is not None:
+            out = F.relu(self.final_norm(out))
         # kuangliu's network pools with a fixed 4x4 window, which is global pooling at 32x32 input.
         out = F.avg_pool2d(out, 4)
         return out.flatten(1)
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         out = self.linear(features)
-        if self.normalization == "l2":
-            out = F.normalize(out.float(), dim=1)
-        elif self.normalization == "batchnorm":
+        if self.output_norm is not None:
             out = self.output_norm(out)
+        if self.normalization in ("l2", "bn-l2"):
+            out = F.normalize(out.float(), dim=1)
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -200,13 +200,11 @@ def build_model_from_config(config: dict):
     from robustgsl.models import PreActResNet18
 
     info = dataset_info(config["dataset"])
+    # Runs written before final_bn_relu existed have kuangliu's layout.
+    common = dict(width=config["width"], mean=info.mean, std=info.std, final_bn_relu=config.get("final_bn_relu", False))
     if config["loss"] == "gsl":
-        return PreActResNet18(
-            out_dim=config["embedding_dim"], normalization=config["normalization"], width=config["width"],
-            mean=info.mean, std=info.std,
-        )
-    return PreActResNet18(out_dim=config["num_classes"], normalization=None, width=config["width"],
-                          mean=info.mean, std=info.std)
+        return PreActResNet18(out_dim=config["embedding_dim"], normalization=config["normalization"], **common)
+    return PreActResNet18(out_dim=config["num_classes"], normalization=None, **common)
 
 
 def load_model(run_dir: str | Path, device: torch.device | str = "cpu"):

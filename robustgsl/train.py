@@ -10,6 +10,7 @@ records, build the model and optimiser, then one epoch and one checkpoint at a t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -390,7 +391,8 @@ def _train_epoch(run: _Run, data: _Data, training: _Training, epoch: int, quiet:
         images = data.images[index]
         if config.augment:
             images = augment_batch(images, training.augment_generator, flip=data.flip)
-        loss, errors = training.step(training.criterion, training.optimizer, images, data.labels[index])
+        with _warmed_up(training.optimizer, warmup_factor(config.warmup_epochs, epoch, step, data.steps)):
+            loss, errors = training.step(training.criterion, training.optimizer, images, data.labels[index])
         loss_sum += loss
         wrong += errors
     training.scheduler.step()
@@ -404,6 +406,30 @@ def _train_epoch(run: _Run, data: _Data, training: _Training, epoch: int, quiet:
             f"Start a new run (another --out) with a lower --lr; resuming would replay the same steps"
         )
     return epoch_lr, epoch_loss, float(totals[1]) / (data.steps * global_batch)
+
+
+def warmup_factor(warmup_epochs: float, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up: step ``step`` (0-based) of ``epoch`` runs at lr * factor; 1 once the warm-up is over."""
+    warmup_steps = round(warmup_epochs * steps_per_epoch)
+    done = (epoch - 1) * steps_per_epoch + step
+    return 1.0 if done >= warmup_steps else (done + 1) / warmup_steps
+
+
+@contextlib.contextmanager
+def _warmed_up(optimizer: torch.optim.Optimizer, factor: float):
+    """Run one step at ``factor`` times the scheduled lr, then put the scheduled value back exactly
+    (MultiStepLR multiplies the value it finds at each milestone)."""
+    if factor == 1.0:
+        yield
+        return
+    scheduled = [group["lr"] for group in optimizer.param_groups]
+    for group, lr in zip(optimizer.param_groups, scheduled):
+        group["lr"] = lr * factor
+    try:
+        yield
+    finally:
+        for group, lr in zip(optimizer.param_groups, scheduled):
+            group["lr"] = lr
 
 
 def _checkpoint(run: _Run, training: _Training, row: EpochMetrics, log: Log) -> None:

@@ -83,8 +83,8 @@ def randomise(model, seed=0):
     return model
 
 
-def write_run(run_dir, loss, normalization="l2"):
-    config = make_config(loss, preset="demo", width=WIDTH, normalization=normalization).to_dict()
+def write_run(run_dir, loss, normalization="l2", **options):
+    config = make_config(loss, preset="demo", width=WIDTH, normalization=normalization, **options).to_dict()
     config["num_classes"] = dataset_info(config["dataset"]).num_classes
     model = randomise(runs.build_model_from_config(config))
     run_dir.mkdir(parents=True)
@@ -107,7 +107,7 @@ def reference_outputs(state, metadata, x, shortcut_on="preact"):
         return reference((x - mean) / std)
 
 
-@pytest.mark.parametrize("loss, normalization", [("ce", "l2"), ("gsl", "l2"), ("gsl", "batchnorm")])
+@pytest.mark.parametrize("loss, normalization", [("ce", "l2"), ("gsl", "l2"), ("gsl", "batchnorm"), ("gsl", "bn-l2")])
 def test_kuangliu_export_computes_the_runs_function(tmp_path, loss, normalization):
     model = write_run(tmp_path / "run", loss, normalization)
     out = export_weights(tmp_path / "run", format="kuangliu", out=tmp_path / "export/model.pt")
@@ -120,7 +120,8 @@ def test_kuangliu_export_computes_the_runs_function(tmp_path, loss, normalizatio
     if metadata["output_transform"] == "l2_normalize":
         outputs = F.normalize(outputs, dim=1)
     torch.testing.assert_close(outputs, expected, rtol=1e-5, atol=1e-5)
-    assert metadata["output_transform"] == ("l2_normalize" if (loss, normalization) == ("gsl", "l2") else None)
+    l2 = loss == "gsl" and normalization in ("l2", "bn-l2")
+    assert metadata["output_transform"] == ("l2_normalize" if l2 else None)
     info = dataset_info("digits")
     torch.testing.assert_close(torch.tensor(metadata["mean"]), torch.tensor(info.mean))
     torch.testing.assert_close(torch.tensor(metadata["std"]), torch.tensor(info.std))
@@ -168,6 +169,13 @@ def test_robustbench_is_refused_because_its_block_computes_another_function(tmp_
     robustbench_style = reference_outputs(state, metadata, x, shortcut_on="input")
     assert (robustbench_style - ours).abs().max() > 1e-2
     torch.testing.assert_close(reference_outputs(state, metadata, x, shortcut_on="preact"), ours)
+
+
+def test_a_final_bn_relu_run_is_refused_with_the_reason(tmp_path):
+    write_run(tmp_path / "run", "gsl", final_bn_relu=True)
+    with pytest.raises(InputError, match="final-bn-relu"):
+        export_weights(tmp_path / "run", format="kuangliu", out=tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_bad_arguments(tmp_path):

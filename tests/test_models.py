@@ -55,3 +55,36 @@ def test_batchnorm_output_option():
 def test_bad_arguments(kwargs):
     with pytest.raises(InputError):
         PreActResNet18(**kwargs)
+
+
+def test_bn_l2_output_is_batch_standardised_then_unit_norm():
+    torch.manual_seed(0)
+    model = PreActResNet18(out_dim=10, normalization="bn-l2", width=0.125).train()
+    assert isinstance(model.output_norm, torch.nn.BatchNorm1d) and not model.output_norm.affine
+    images = torch.rand(8, 3, 32, 32)
+    raw = model.linear(model.features(images))
+    # Independent formula: per-coordinate batch mean / biased variance (BatchNorm's training statistics).
+    standardised = (raw - raw.mean(0)) / torch.sqrt(raw.var(0, unbiased=False) + 1e-5)
+    expected = standardised / standardised.norm(dim=1, keepdim=True)
+    torch.manual_seed(0)
+    outputs = model(images)
+    torch.testing.assert_close(outputs, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outputs.norm(dim=1), torch.ones(8))
+
+
+def test_final_bn_relu_is_off_by_default_and_applies_before_pooling():
+    torch.manual_seed(0)
+    plain = PreActResNet18(out_dim=10, width=0.125)
+    assert plain.final_norm is None and not any(k.startswith("final_norm") for k in plain.state_dict())
+    torch.manual_seed(0)
+    model = PreActResNet18(out_dim=10, width=0.125, final_bn_relu=True).eval()
+    assert backbone_parameter_count(model) == backbone_parameter_count(plain) + 2 * model.feature_dim
+    images = torch.rand(3, 3, 32, 32)
+    x = (images - model.mean) / model.std
+    stream = model.layer4(model.layer3(model.layer2(model.layer1(model.conv1(x)))))
+    norm = model.final_norm
+    activated = torch.relu((stream - norm.running_mean[None, :, None, None])
+                           / torch.sqrt(norm.running_var[None, :, None, None] + norm.eps)
+                           * norm.weight[None, :, None, None] + norm.bias[None, :, None, None])
+    torch.testing.assert_close(model.features(images), activated.mean(dim=(2, 3)))
+    assert (model.features(images) >= 0).all()

@@ -141,3 +141,32 @@ def test_a_batch_larger_than_the_training_set_is_refused_before_anything_is_writ
     with pytest.raises(InputError, match="smaller than one global batch"):
         train(make_config("ce", "demo", width=0.0625, epochs=1, batch_size=5000), tmp_path / "run", device="cpu")
     assert not (tmp_path / "run").exists()
+
+
+def test_warmup_factor_rises_linearly_per_step_then_stays_at_one():
+    from robustgsl.train import warmup_factor
+
+    steps = 4
+    factors = [warmup_factor(1.5, epoch, step, steps) for epoch in (1, 2, 3) for step in range(steps)]
+    assert factors == [i / 6 for i in range(1, 7)] + [1.0] * 6  # 1.5 epochs x 4 steps = 6 warm-up steps
+    assert all(warmup_factor(0.0, 1, step, steps) == 1.0 for step in range(steps))
+
+
+def test_warmup_scales_each_step_and_leaves_the_schedule_exact(tmp_path, monkeypatch):
+    seen = []
+    original = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    config = make_config("gsl", "demo", width=0.0625, epochs=3, milestones=[2], warmup_epochs=1.0)
+    run = train(config, tmp_path / "run", device="cpu")
+    steps = len(seen) // 3
+    lr = config.lr
+    expected = [lr * (i + 1) / steps for i in range(steps)] + [lr] * steps + [lr * config.gamma] * steps
+    assert seen == pytest.approx(expected, rel=1e-12)
+    # The milestone multiplied the scheduled lr, not a warmed-up one; metrics record the scheduled lr.
+    assert [m["lr"] for m in runs.read_metrics(run)] == pytest.approx([lr, lr, lr * config.gamma], rel=1e-12)
+    assert json.loads((run / "config.json").read_text())["warmup_epochs"] == 1.0
