@@ -120,12 +120,17 @@ _RUN_OPTIONS = ("data_dir", "download", "device")
 
 
 def _preset_default_text(spec) -> str:
-    """'200' when both presets agree, else 'paper: 200, demo: 30' (for the paper preset's own data set)."""
+    """'200' when all presets agree, else 'recommended: 0.5 for gsl, paper: 2, demo: 2' (for each preset's
+    own data set)."""
     from robustgsl.config import PRESETS, preset_values
     from robustgsl.options import format_value
 
-    texts = {preset: format_value(preset_values(preset, None).get(spec.name, spec.default), spec.default_text)
-             for preset in PRESETS}
+    def text(preset: str) -> str:
+        ce, gsl = (format_value(preset_values(preset, None, loss).get(spec.name, spec.default), spec.default_text)
+                   for loss in ("ce", "gsl"))
+        return gsl if ce == gsl or spec.name in ("alpha", "normalization") else f"{ce} for ce, {gsl} for gsl"
+
+    texts = {preset: text(preset) for preset in PRESETS}
     if len(set(texts.values())) == 1:
         return texts[PRESETS[0]]
     return ", ".join(f"{preset}: {text}" for preset, text in texts.items())

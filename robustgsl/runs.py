@@ -102,9 +102,11 @@ def finish_environment(run_dir: Path, wall_time_s: float) -> None:
 
 def config_record(config, world_size: int) -> dict:
     """config.json's content: the resolved TrainConfig plus the derived fields of robustgsl.schema.run."""
+    from robustgsl.config import paper_deviations
     from robustgsl.data import dataset_info
 
-    return config.to_dict() | {"num_classes": dataset_info(config.dataset).num_classes, "world_size": world_size}
+    return config.to_dict() | {"num_classes": dataset_info(config.dataset).num_classes, "world_size": world_size,
+                               "paper_deviations": paper_deviations(config)}
 
 
 def write_config(run_dir: Path, record: dict) -> None:

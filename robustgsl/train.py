@@ -203,8 +203,9 @@ def _resumable_checkpoint(run_dir: Path, record: dict, config: TrainConfig, resu
 
 
 def _config_mismatch(saved: dict, current: dict) -> list[str]:
-    # Extending a run (more epochs) and changing speed options are allowed on resume.
-    free = {"epochs", "amp", "channels_last", "compile"}
+    # Extending a run (more epochs) and changing speed options are allowed on resume; paper_deviations is
+    # derived from the fields compared here (and lists epochs).
+    free = {"epochs", "amp", "channels_last", "compile", "paper_deviations"}
     return [key for key in current if key not in free and saved.get(key) != current[key]]
 
 

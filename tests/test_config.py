@@ -1,6 +1,7 @@
 """Options defined once: configs, their text parsers, and the CLI options generated from them."""
 
 import copy
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,8 @@ from click.testing import CliRunner
 
 from robustgsl.cli import main
 from robustgsl.config import (
-    EVAL_OPTIONS, TRAIN_OPTIONS, EvalConfig, TrainConfig, make_config, parse_option_value, resolve_config,
-    validate_config, validate_eval_config,
+    EVAL_OPTIONS, GSL_RECIPE_CHANGES, TRAIN_OPTIONS, EvalConfig, TrainConfig, make_config, paper_deviations,
+    parse_option_value, resolve_config, validate_config, validate_eval_config,
 )
 from robustgsl.errors import InputError
 from robustgsl.options import format_value
@@ -63,7 +64,7 @@ def test_training_defaults_are_the_presets(captured):
     invoke("train", "--loss", "ce")
     invoke("train-both", "--preset", "demo", "--k", "max")
     (config, run_dir, kwargs), (configs, out_dir, _) = captured
-    assert config == make_config("ce") and run_dir == "runs/cifar10-paper-seed0/ce"
+    assert config == make_config("ce") and run_dir == "runs/cifar10-recommended-seed0/ce"
     assert (kwargs["data_dir"], kwargs["download"], kwargs["device"], kwargs["resume"]) == (None, True, None, False)
     assert configs == {loss: make_config(loss, "demo") for loss in ("ce", "gsl")} and out_dir == "runs/demo"
     assert configs["gsl"].k is None and configs["gsl"].embedding_dim == 10
@@ -89,7 +90,7 @@ def test_help_lists_every_option_with_its_default():
     pair_help = invoke("train-both", "--help").output
     for spec in TRAIN_OPTIONS:  # name and loss are set per run, not for the pair
         assert (spec.flag in pair_help) == spec.cli, spec.name
-    assert "[paper: 200, demo: 30]" in " ".join(pair_help.split())
+    assert "[recommended: 200, paper: 200, demo: 30]" in " ".join(pair_help.split())
     assert "--loss [ce|gsl]" in invoke("train", "--help").output
     evaluate_help = " ".join(invoke("evaluate", "--help").output.split())
     for spec in EVAL_OPTIONS:
@@ -134,6 +135,21 @@ def test_validation_changes_nothing_and_make_config_resolves():
     before = copy.deepcopy(evaluation)
     validate_eval_config(evaluation)
     assert evaluation == before
+
+
+def test_the_recommended_preset_is_the_paper_for_ce_and_the_paper_plus_the_gsl_changes_for_gsl():
+    for dataset in ("cifar10", "cifar100", "svhn"):
+        paper_ce, paper_gsl = make_config("ce", "paper", dataset), make_config("gsl", "paper", dataset)
+        assert make_config("ce", dataset=dataset) == dataclasses.replace(paper_ce, preset="recommended")
+        assert make_config("gsl", dataset=dataset) == dataclasses.replace(
+            paper_gsl, preset="recommended", **GSL_RECIPE_CHANGES)
+        assert paper_deviations(paper_ce) == paper_deviations(paper_gsl) == []
+        assert paper_deviations(make_config("ce", dataset=dataset)) == []
+    assert sorted(paper_deviations(make_config("gsl"))) == [
+        "alpha: 0.5 (paper: 2.0)", "normalization: 'bn-l2' (paper: 'l2')", "warmup_epochs: 2.0 (paper: 0.0)"]
+    # GSL's options change nothing for CE; monitoring and naming options are not part of the recipe.
+    assert paper_deviations(make_config("ce", "paper", alpha=1.0, monitor_size=10, name="x")) == []
+    assert paper_deviations(make_config("ce", "paper", lr=0.05)) == ["lr: 0.05 (paper: 0.1)"]
 
 
 @pytest.mark.parametrize("values,needle", [

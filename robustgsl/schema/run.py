@@ -35,6 +35,8 @@ DERIVED_CONFIG_FIELDS = (
     Field("num_classes", "count", "classes of the data set (the CE model's outputs)"),
     # The world size is part of the recipe: it sets the global batch and the data each rank sees.
     Field("world_size", "count", "training processes (torchrun); the global batch is batch_size x world_size"),
+    Field("paper_deviations", "list of text", "how the recipe differs from the paper's for this loss and data "
+                                              "set: 'field: value (paper: value)' (robustgsl.config.paper_deviations)"),
 )
 CONFIG_FIELDS = tuple(field.name for field in dataclasses.fields(TrainConfig)) + names(DERIVED_CONFIG_FIELDS)
 
