@@ -26,6 +26,8 @@ CONFIG_FILE = "config.json"
 ENVIRONMENT_FILE = "environment.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
+# checkpoint.pt: a dict of these (epoch: the last finished epoch; the others: state_dict() of each).
+CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler")
 WEIGHTS_FILE = "model.safetensors"
 CACHE_DIR = "cache"
 LAST_PAIR_FILE = "LAST_PAIR"
