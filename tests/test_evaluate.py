@@ -201,7 +201,10 @@ def test_second_evaluation_reuses_the_cache_and_gives_the_same_numbers(evaluatio
     digest_folders = list((pair / "gsl" / "cache").iterdir())
     assert len(digest_folders) == 1  # one checkpoint, one cache folder named by its weights' hash
     cached = sorted(p.name for p in digest_folders[0].iterdir())
-    assert "train_embeddings.npy" in cached and any(name.startswith("contrast-s5-") for name in cached)
+    assert any(name.startswith("train_embeddings-") for name in cached)
+    assert any(name.startswith("contrast-s5-") for name in cached)
+    # every entry has its record (robustgsl/cache.py)
+    assert all(name + ".json" in cached for name in cached if name.endswith(".npz"))
     again = evaluate([pair / "ce", pair / "gsl"], EvalConfig(
         out_dir=tmp_path / "again", corruptions=",".join(CORRUPTIONS), svc_train_size=300, n_bootstrap=200,
         device="cpu", report=False, quiet=True, corruption_dir=corruption_dir))
