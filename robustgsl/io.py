@@ -87,11 +87,12 @@ def write_error_message(path: str | os.PathLike, error: OSError) -> str:
     return f"cannot write {path}: {cause or error.strerror or error}"
 
 
-def check_writable_folder(path: str | os.PathLike, what: str = "folder") -> None:
+def check_writable_folder(path: str | os.PathLike, what: str = "folder", replace: bool = False) -> None:
     """InputError now, before any long work, unless ``path`` is a folder this process can write into
-    (or can create): not a file, not on a read-only file system, not forbidden."""
+    (or can create): not a file, not on a read-only file system, not forbidden. ``replace``: the folder
+    is to be replaced as a whole, so its parent is what must be writable."""
     path = Path(path)
-    existing = _nearest_existing(path)
+    existing = _nearest_existing(path.parent if replace else path)
     if not existing.is_dir():
         where = "is a file" if existing == Path(os.path.abspath(path)) else f"cannot be made: {existing} is a file"
         raise InputError(f"{what} {path} {where}; choose another")
@@ -263,9 +264,9 @@ def atomic_folder(path: str | os.PathLike, may_replace: Callable[[Path], bool] |
     """
     path = Path(os.path.abspath(path))
     recover_folder(path)
+    check_writable_folder(path, replace=True)
     if path.exists() and not path.is_dir():
-        raise InputError(f"{path} is a file, not a folder; choose another")
-    check_writable_folder(path.parent)
+        raise InputError(f"folder {path} is a file; choose another")
     if path.is_dir() and may_replace is not None and any(not is_temporary(p) for p in path.iterdir()) \
             and not may_replace(path):
         sample = sorted(p.name for p in path.iterdir() if not is_temporary(p))[:3]
@@ -280,6 +281,10 @@ def atomic_folder(path: str | os.PathLike, may_replace: Callable[[Path], bool] |
     try:
         yield staging
         _swap_in(staging, path)
+    except WriteError as error:
+        _remove(staging)
+        # Name the file as the user knows it, not its place in the temporary folder.
+        raise WriteError(f"{str(error).replace(str(staging), str(path))} ({path} is unchanged)") from error
     except BaseException:
         _remove(staging)
         raise
