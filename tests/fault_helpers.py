@@ -2,7 +2,8 @@
 
 ``Child`` runs Python code in a fresh interpreter (with this checkout first on the path). The code calls
 ``ready()`` at the moment the test wants it killed (typically from a monkeypatched function, which then
-sleeps); the test blocks on a pipe until then, so no timing is guessed. ``small_disk`` mounts a tmpfs of
+sleeps), or ``signal_ready()`` to hand over to the test and go on; the test blocks on a pipe until then,
+so no timing is guessed. ``small_disk`` mounts a tmpfs of
 a given size (a real full disk, or a read-only one) and skips the test where mounting is not permitted.
 """
 
@@ -22,12 +23,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Prepended to the child's code: ready() tells the test "kill me now" and waits to be killed.
+# Prepended to the child's code: ready() tells the test "kill me now" and waits to be killed;
+# signal_ready() only tells the test that the moment has come (the child goes on).
 _PRELUDE = """
 import os as _os, time as _time
-def ready():
+def signal_ready():
     _os.write(int(_os.environ["FAULT_READY_FD"]), b"x")
     _os.close(int(_os.environ["FAULT_READY_FD"]))
+def ready():
+    signal_ready()
     _time.sleep(3600)
 """
 
