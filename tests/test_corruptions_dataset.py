@@ -318,22 +318,28 @@ def _save_images(folder: Path, n: int) -> Path:
     return path
 
 
-def test_workers_die_when_the_main_process_is_killed(tmp_path):
-    """Issue 13, item 2: kill -9 of the main process used to leave its workers running under PID 1."""
-    images = _save_images(tmp_path, 400)
+def test_workers_die_when_the_main_process_is_killed_and_a_rerun_cleans_up(tmp_path):
+    """Issue 13, items 2 and 9: kill -9 of the main process, here half-way through writing its second file,
+    used to leave its workers running under PID 1 and the partial file behind. The rerun gives the bytes
+    of an uninterrupted run."""
+    images_path = _save_images(tmp_path, 200)
+    names = "gaussian_noise,shot_noise,contrast"
+    out = tmp_path / "out"
     child = Child(f"""
 import numpy as np
 from robustgsl.corruptions import dataset
+from robustgsl.io import atomic_path
 original = dataset.save_npy_atomic
-def save_then_stop(path, array):
-    original(path, array)
-    if path.name != "labels.npy":
-        ready()  # the workers are computing the next corruption
-dataset.save_npy_atomic = save_then_stop
-images = np.load({str(images)!r})
-dataset.write_corruption_dataset(images, np.zeros(len(images), int), {str(tmp_path / 'out')!r},
-                                 corruptions="gaussian_noise,shot_noise,contrast", workers=2, chunk_size=20,
-                                 quiet=True)
+def save_and_stop_half_way_through_the_second(path, array):
+    if path.name in ("labels.npy", "gaussian_noise.npy"):
+        return original(path, array)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(array.tobytes()[: array.nbytes // 2])
+        ready()  # the workers are computing the third corruption meanwhile
+dataset.save_npy_atomic = save_and_stop_half_way_through_the_second
+images = np.load({str(images_path)!r})
+dataset.write_corruption_dataset(images, np.zeros(len(images), int), {str(out)!r}, corruptions={names!r},
+                                 workers=2, chunk_size=20, quiet=True)
 """, cwd=tmp_path)
     child.wait_ready()
     workers = child_pids(child.pid)
@@ -343,6 +349,14 @@ dataset.write_corruption_dataset(images, np.zeros(len(images), int), {str(tmp_pa
     for pid in survivors:  # do not leave them behind when the test fails
         os.kill(pid, signal.SIGKILL)
     assert survivors == []
+    assert [p.name for p in out.iterdir() if is_temporary(p)] and (out / "gaussian_noise.npy").is_file()
+    images = np.load(images_path)
+    write_corruption_dataset(images, np.zeros(len(images), int), out, corruptions=names, workers=1, quiet=True)
+    assert not [p for p in out.iterdir() if is_temporary(p)]
+    straight = tmp_path / "straight"
+    write_corruption_dataset(images, np.zeros(len(images), int), straight, corruptions=names, workers=1, quiet=True)
+    for name in names.split(",") + ["labels"]:
+        assert (out / f"{name}.npy").read_bytes() == (straight / f"{name}.npy").read_bytes(), name
 
 
 def test_a_job_starting_while_another_records_keeps_every_entry(tmp_path):

@@ -301,7 +301,8 @@ def test_a_new_evaluation_replaces_every_file_of_the_old_one(old_report, evaluat
     evaluate([pair / "gsl"], EvalConfig(out_dir=old_report, **config))
     fresh = evaluate([pair / "gsl"], EvalConfig(out_dir=tmp_path / "fresh", **config))
     assert sorted(_files(old_report)) == sorted(_files(fresh))  # without a report, the old index.html is gone
-    for name in ("errors.csv", "summary.csv", "corruption_summary.csv", "robustbench.csv", "embeddings.npz"):
+    for name in ("errors.csv", "summary.csv", "corruption_summary.csv", "robustbench.csv", "embeddings.npz",
+                 "example_images.npz"):  # the byte-stable files (README)
         assert (old_report / name).read_bytes() == (fresh / name).read_bytes(), name
     for name in ("errors.csv", "corruption_summary.csv"):  # nothing of the earlier evaluation
         text = (old_report / name).read_text()

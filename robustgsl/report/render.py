@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from robustgsl import __version__
-from robustgsl.io import recover_folder, write_text_atomic
+from robustgsl.io import recover_folder, remove_stale_temporaries, write_text_atomic
 from robustgsl.metrics import CLEAN
 from robustgsl.report import figures, tables
 from robustgsl.report.load import Evaluation, load_evaluation
@@ -399,6 +399,7 @@ def write_report(
     recover_folder(eval_dir)  # of an evaluation killed while it swapped the folder in
     evaluation = load_evaluation(eval_dir)
     out_path = Path(out_path) if out_path is not None else evaluation.eval_dir / REPORT_FILE
+    remove_stale_temporaries(out_path.parent, names=[out_path.name])  # of a killed `robustgsl report`
     html = render_report(evaluation, out_path.parent, title=title, folder_name=folder_name)
     write_text_atomic(out_path, html)
     if log is not None:
