@@ -5,7 +5,8 @@
     <run>/metrics.jsonl      one JSON object per finished epoch (METRIC_FIELDS, in that order)
     <run>/checkpoint.pt      resumable state (plain tensors and dicts: loads with weights_only=True)
     <run>/model.safetensors  final weights; its presence means the run finished
-    <run>/cache/             evaluation's cached embeddings, keyed by the weights' SHA-256
+    <run>/cache/             evaluation's cached outputs and embeddings, keyed by the weights' and the images'
+                             content and verified (robustgsl/cache.py)
 
 and, in the runs root, LAST_PAIR: the absolute path of the folder of the last finished train-both pair.
 
