@@ -268,7 +268,6 @@ def test_without_a_baseline_the_tables_still_follow_the_schema(pair, evaluation,
 
 # --- faults: the folder is written whole, --out is checked first, the cache is verified ---------------
 
-import os  # noqa: E402
 
 from robustgsl import cache  # noqa: E402
 from robustgsl.io import is_temporary  # noqa: E402

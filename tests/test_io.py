@@ -38,7 +38,6 @@ def test_npy_round_trip_and_hash(tmp_path):
 # --- faults: modes, write errors, temporaries of killed writers, folders written whole --------------------
 
 import errno  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 

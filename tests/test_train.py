@@ -146,7 +146,6 @@ def test_a_batch_larger_than_the_training_set_is_refused_before_anything_is_writ
 # --- faults: damaged checkpoints, file-system errors, kills at chosen moments --------------------------
 
 import io  # noqa: E402
-import os  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
