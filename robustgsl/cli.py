@@ -25,7 +25,9 @@ def _echo(message: str) -> None:
 
 
 class _Group(click.Group):
-    """Turn library input errors into ``Error: ...`` and exit status 2, without a traceback."""
+    """Turn library errors into ``Error: ...`` without a traceback: bad input exits with status 2; a run that
+    cannot go on, or a file that cannot be written (robustgsl.errors.WriteError: full disk, read-only file
+    system) or read, with status 1."""
 
     def invoke(self, ctx):
         try:
@@ -33,7 +35,7 @@ class _Group(click.Group):
         except InputError as error:
             click.echo(f"Error: {error}", err=True)
             sys.exit(2)
-        except TrainingError as error:
+        except (TrainingError, OSError) as error:  # OSError: a WriteError, or a file that could not be read
             click.echo(f"Error: {error}", err=True)
             sys.exit(1)
 

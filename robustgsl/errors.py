@@ -10,3 +10,10 @@ class InputError(ValueError):
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a NaN loss, say); the message says what was kept and how to go on."""
+
+
+class WriteError(OSError):
+    """A file or folder could not be written (full disk, read-only file system, no permission).
+
+    The message names the path and the cause; the earlier version of the file, if any, is unchanged.
+    """

@@ -2,16 +2,20 @@
 
 ``evaluate`` reads as its steps: load (models, data, corruption files) -> fit heads -> score -> summarise
 -> write. For every model the training images (no augmentation, eval mode) give the reference
-embeddings of the k-NN and SVC heads (cached in the run folder, keyed by the weights' SHA-256). The clean
-test set and each corruption file (streamed with ``mmap_mode``, one at a time) go through the model
-once; every head classifies the same outputs. Per-image correctness is kept so the paired bootstrap can
-resample test images. Tables are written atomically at the end, so an interrupted evaluation leaves no
-partial CSV. The files of an evaluation folder are defined in robustgsl/schema/evaluation.py.
+embeddings of the k-NN and SVC heads (cached in the run folder, keyed by the weights' and the images'
+content and verified: robustgsl/cache.py). The clean test set and each corruption file (streamed with
+``mmap_mode``, one at a time) go through the model once; every head classifies the same outputs.
+Per-image correctness is kept so the paired bootstrap can resample test images. The evaluation folder
+is written as a whole (robustgsl.io.atomic_folder): its writability is checked before the work starts,
+its files are written into a temporary sibling folder, which replaces the old folder only once complete.
+So the folder holds one evaluation's files, never a mix of two, and a failed evaluation changes nothing.
+The files of an evaluation folder are defined in robustgsl/schema/evaluation.py.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from robustgsl import runs
+from robustgsl import cache, runs
 from robustgsl.config import EvalConfig, parse_baseline, validate_eval_config
 from robustgsl.corruptions import CONSTANTS_SOURCE, SEVERITIES, parse_severities, resolve_corruptions
 from robustgsl.corruptions.dataset import (
@@ -29,17 +33,19 @@ from robustgsl.corruptions.dataset import (
 )
 from robustgsl.data import load_dataset
 from robustgsl.device import infer, resolve_device
-from robustgsl.errors import InputError
+from robustgsl.errors import InputError, WriteError
 from robustgsl.heads import HEADS, KnnHead, make_head
-from robustgsl.io import save_npy_atomic, save_npz_atomic, sha256_file, write_csv_atomic, write_json_atomic
+from robustgsl.io import (
+    atomic_folder, remove_stale_temporaries, save_npz_atomic, sha256_file, write_csv_atomic, write_json_atomic,
+)
 from robustgsl.metrics import (
     CLEAN, bootstrap_intervals, corruption_error_table, robustbench_table, summary_table,
 )
 from robustgsl.schema import corruption as corruption_schema
 from robustgsl.schema import names as column_names
 from robustgsl.schema.evaluation import (
-    CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_COLUMNS, ERRORS_FILE, EXAMPLES_FILE, RECORD_FILE,
-    ROBUSTBENCH_FILE, SUMMARY_FILE, embedding_array, summary_columns,
+    CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_COLUMNS, ERRORS_FILE, EXAMPLES_FILE, FILES, RECORD_FILE,
+    REPORT_FILE, ROBUSTBENCH_FILE, SUMMARY_FILE, embedding_array, summary_columns,
 )
 from robustgsl.schema.run import CACHE_DIR
 
@@ -63,6 +69,7 @@ class EvaluatedModel:
     weights_sha256: str
     wall_time_s: float = 0.0
     fitted: dict = field(default_factory=dict)
+    cache_off: bool = False  # set when its cache folder cannot be written (a read-only run folder)
 
 
 @dataclass
@@ -88,23 +95,35 @@ def evaluate(run_dirs: Sequence[str | Path] | None = None, config: EvalConfig | 
     validate_eval_config(config)
     log = log or (lambda message: None)
     started = time.time()
-    inputs = _load(run_dirs, config, log)
-    wrong: dict[tuple[str, str], np.ndarray] = {}
-    embeddings = {"labels": inputs.test_labels[inputs.sample],
-                  "embedding_corruption": np.array(inputs.embedding_corruption)}
-    for item in inputs.models:
-        model_started = time.time()
-        _fit_heads(item, inputs, config, log)
-        wrong.update(_score(item, inputs, config, embeddings, log))
-        item.wall_time_s = time.time() - model_started
-    tables = summarise(wrong, inputs.rows, inputs.baseline, inputs.corruptions, config.n_bootstrap, config.seed)
-    _write(inputs, config, tables, embeddings, started)
+    run_dirs = [Path(p) for p in run_dirs] if run_dirs else runs.find_last_pair()
+    out_dir = Path(config.out_dir) if config.out_dir is not None else \
+        Path("reports") / run_dirs[0].resolve().parent.name
+    with atomic_folder(out_dir, may_replace=is_evaluation_folder) as staging:
+        inputs = _load(run_dirs, config, log)
+        wrong: dict[tuple[str, str], np.ndarray] = {}
+        embeddings = {"labels": inputs.test_labels[inputs.sample],
+                      "embedding_corruption": np.array(inputs.embedding_corruption)}
+        for item in inputs.models:
+            model_started = time.time()
+            _fit_heads(item, inputs, config, log)
+            wrong.update(_score(item, inputs, config, embeddings, log))
+            item.wall_time_s = time.time() - model_started
+        tables = summarise(wrong, inputs.rows, inputs.baseline, inputs.corruptions, config.n_bootstrap, config.seed)
+        _write(staging, inputs, config, tables, embeddings, started)
+        if config.report:
+            from robustgsl.report import write_report
+
+            write_report(staging, folder_name=Path(os.path.abspath(out_dir)).name)
     _log_summary(tables.summary, inputs.corruptions, log)
     if config.report:
-        from robustgsl.report import write_report
+        log(f"Report written to {out_dir / REPORT_FILE}")
+    return out_dir
 
-        write_report(inputs.out_dir, log=log)
-    return inputs.out_dir
+
+def is_evaluation_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds an evaluation (which a new one may replace as a whole) and nothing else
+    of value: its evaluation.json, or only files of robustgsl/schema/evaluation.py."""
+    return (folder / RECORD_FILE).is_file() or all(path.name in FILES for path in folder.iterdir())
 
 
 # --- load -----------------------------------------------------------------------------------------
@@ -125,8 +144,8 @@ class _Inputs:
     severities: tuple[int, ...]
     rows: list[tuple[str, int]]  # (corruption, severity) per row of the per-image arrays; (CLEAN, 0) first
     baseline: tuple[str, str] | None
-    out_dir: Path
     file_digests: dict[str, str]  # short content digest per corruption file (cache keys)
+    train_digest: str
     test_digest: str
     sample: np.ndarray  # test images of the embedding view
     embedding_corruption: str
@@ -140,17 +159,15 @@ class _Inputs:
         return self.models[0].config["dataset"]
 
 
-def _load(run_dirs, config: EvalConfig, log: Log) -> _Inputs:
+def _load(run_dirs: list[Path], config: EvalConfig, log: Log) -> _Inputs:
     names = resolve_corruptions(config.corruptions)
     severities = parse_severities(config.severities)
-    run_dirs = [Path(p) for p in run_dirs] if run_dirs else runs.find_last_pair()
     device = resolve_device(config.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     models = _load_models(run_dirs, config.heads, device)
     dataset, num_classes = models[0].config["dataset"], models[0].config["num_classes"]
     baseline = _choose_baseline(models, config.baseline)
-    out_dir = Path(config.out_dir) if config.out_dir is not None else Path("reports") / run_dirs[0].resolve().parent.name
 
     train_images, train_labels = load_dataset(dataset, "train", data_dir=config.data_dir, download=config.download)
     test_images, test_labels = load_dataset(dataset, "test", data_dir=config.data_dir, download=config.download)
@@ -163,17 +180,12 @@ def _load(run_dirs, config: EvalConfig, log: Log) -> _Inputs:
     return _Inputs(
         models=models, device=device, num_classes=num_classes, train_images=train_images, train_labels=train_labels,
         test_images=test_images, test_labels=test_labels, source=source, corruptions=names, severities=severities,
-        rows=[(CLEAN, 0)] + [(name, s) for name in names for s in severities], baseline=baseline, out_dir=out_dir,
+        rows=[(CLEAN, 0)] + [(name, s) for name in names for s in severities], baseline=baseline,
         file_digests=_file_digests(Path(source["path"]), names, source["manifest"]),
-        test_digest=_images_digest(test_images),
+        train_digest=_array_digest(train_images), test_digest=_array_digest(test_images),
         sample=np.sort(np.random.RandomState(config.seed).permutation(n_test)[:EMBEDDING_SAMPLE]),
         embedding_corruption=EMBEDDING_CORRUPTION if EMBEDDING_CORRUPTION in names else names[0],
     )
-
-
-def _images_digest(images: np.ndarray) -> str:
-    """A short content digest of a test set (the key of its cached outputs)."""
-    return hashlib.sha256(np.ascontiguousarray(images).data).hexdigest()[:16]
 
 
 def _load_models(run_dirs: Sequence[Path], heads, device) -> list[EvaluatedModel]:
@@ -214,6 +226,11 @@ def _choose_baseline(models: list[EvaluatedModel], spec: str | None) -> tuple[st
     return baseline
 
 
+def _array_digest(images: np.ndarray) -> str:
+    """A short digest of an image set's content (cache keys)."""
+    return hashlib.sha256(np.ascontiguousarray(images).data).hexdigest()[:16]
+
+
 def _open_corruption_file(path: Path) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r")
@@ -246,14 +263,27 @@ def _check_released_folder(folder: Path, names: Sequence[str], n_test: int, test
         if array.dtype != np.uint8 or array.shape != (5 * n_test, 32, 32, 3):
             problems.append(f"{path}: {array.dtype} {array.shape}, expected uint8 {(5 * n_test, 32, 32, 3)} "
                             f"(5 severities x {n_test} test images)")
-    if labels_path.is_file():
-        labels = np.load(labels_path)
+    labels = _load_labels(labels_path, problems) if labels_path.is_file() else None
+    if labels is not None:
         if labels.shape != (5 * n_test,):
             problems.append(f"{labels_path}: shape {labels.shape}, expected ({5 * n_test},)")
         elif labels.max() >= num_classes or not np.array_equal(labels.astype(np.int64), np.tile(test_labels, 5)):
             problems.append(f"{labels_path}: labels disagree with the test set's labels (another data set, or "
                             f"another order?)")
     return problems
+
+
+def _load_labels(path: Path, problems: list[str]) -> np.ndarray | None:
+    """labels.npy of a released folder, or None with a problem added when it is not a .npy of integers."""
+    try:
+        labels = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        problems.append(f"{path}: not a readable .npy file of labels ({error})")
+        return None
+    if labels.dtype.kind not in "iu":
+        problems.append(f"{path}: dtype {labels.dtype}, expected integer labels")
+        return None
+    return labels
 
 
 def prepare_corruptions(dataset: str, test_images, test_labels, num_classes: int, corruption_dir, names,
@@ -305,39 +335,52 @@ def _cache_dir(item: EvaluatedModel, device: torch.device) -> Path:
     return item.run_dir / CACHE_DIR / f"{item.weights_sha256[:16]}-{device.type}"
 
 
+def _remember(item: EvaluatedModel, path: Path, arrays: dict, log: Log) -> None:
+    """Write a cache entry; a run folder that cannot be written (read-only) only turns the cache off."""
+    if item.cache_off:
+        return
+    try:
+        remove_stale_temporaries(path.parent)
+        cache.write_entry(path, arrays)
+    except WriteError as error:
+        item.cache_off = True
+        log(f"[{item.name}] not caching outputs: {error}")
+
+
 def _infer(item: EvaluatedModel, images: np.ndarray, device, quiet: bool, desc: str):
     outputs, embeddings = infer(item.model, images, device, quiet=quiet, desc=desc)
     return outputs.numpy(), embeddings.numpy()
 
 
-def _reference_embeddings(item: EvaluatedModel, images: np.ndarray, device, quiet: bool, log: Log) -> np.ndarray:
-    """Training-set embeddings, cached in the run folder under the weights' hash."""
-    cache = _cache_dir(item, device) / "train_embeddings.npy"
-    if cache.is_file():
-        cached = np.load(cache)
-        if cached.shape[0] == len(images):
-            return cached
-    _, embeddings = _infer(item, images, device, quiet, f"{item.name} train embeddings")
-    save_npy_atomic(cache, embeddings)
-    log(f"[{item.name}] cached training embeddings in {cache}")
+def _reference_embeddings(item: EvaluatedModel, inputs: _Inputs, quiet: bool, log: Log) -> np.ndarray:
+    """Training-set embeddings, cached in the run folder under the weights' and the images' digests."""
+    path = _cache_dir(item, inputs.device) / f"train_embeddings-{inputs.train_digest}.npz"
+    cached, problem = cache.read_entry(path, len(inputs.train_labels))
+    if cached is not None:
+        return cached["embeddings"]
+    if problem:
+        log(f"[{item.name}] cached {path} cannot be used ({problem}); computing it again")
+    _, embeddings = _infer(item, inputs.train_images, inputs.device, quiet, f"{item.name} train embeddings")
+    _remember(item, path, {"embeddings": embeddings}, log)
     return embeddings
 
 
-def _cached_infer(item: EvaluatedModel, images: np.ndarray, key: str, device, quiet: bool, desc: str):
+def _cached_infer(item: EvaluatedModel, images: np.ndarray, key: str, device, quiet: bool, desc: str, log: Log):
     """Outputs and embeddings, remembered in <run>/cache/<weights hash>/<key>.npz when the embedding is small."""
     path = _cache_dir(item, device) / f"{key}.npz"
-    if path.is_file():
-        with np.load(path) as cached:
-            if cached["outputs"].shape[0] == len(images):
-                return cached["outputs"], cached["embeddings"]
+    cached, problem = cache.read_entry(path, len(images))
+    if cached is not None and {"outputs", "embeddings"} <= set(cached):
+        return cached["outputs"], cached["embeddings"]
+    if problem:
+        log(f"[{item.name}] cached {path} cannot be used ({problem}); computing it again")
     outputs, embeddings = _infer(item, images, device, quiet, desc)
     if embeddings.shape[1] <= CACHE_MAX_DIM:
-        save_npz_atomic(path, {"outputs": outputs, "embeddings": embeddings})
+        _remember(item, path, {"outputs": outputs, "embeddings": embeddings}, log)
     return outputs, embeddings
 
 
 def _fit_heads(item: EvaluatedModel, inputs: _Inputs, config: EvalConfig, log: Log) -> None:
-    reference = _reference_embeddings(item, inputs.train_images, inputs.device, config.quiet, log)
+    reference = _reference_embeddings(item, inputs, config.quiet, log)
     shared_index = None  # 1-NN and 10-NN search the same references: build the index once
     for head_name in item.heads:
         head = make_head(head_name, inputs.num_classes, device=inputs.device, svc_train_size=config.svc_train_size,
@@ -357,7 +400,7 @@ def _score(item: EvaluatedModel, inputs: _Inputs, config: EvalConfig, embeddings
     n_test, device, quiet = len(inputs.test_labels), inputs.device, config.quiet
     per_head = {h: np.zeros((len(inputs.rows), n_test), dtype=bool) for h in item.heads}
     outputs, embedded = _cached_infer(item, inputs.test_images, f"clean-{inputs.test_digest}", device, quiet,
-                                      f"{item.name} clean")
+                                      f"{item.name} clean", log)
     _classify(item, outputs, embedded, inputs.test_labels, per_head, 0)
     embeddings[embedding_array(item.name, "clean")] = embedded[inputs.sample]
     log(f"[{item.name}] clean: " + _error_line(per_head, [0]))
@@ -367,7 +410,7 @@ def _score(item: EvaluatedModel, inputs: _Inputs, config: EvalConfig, embeddings
         for severity, row in zip(inputs.severities, row_index):
             block = data[(severity - 1) * n_test: severity * n_test]
             outputs, embedded = _cached_infer(item, block, f"{name}-s{severity}-{inputs.file_digests[name]}",
-                                              device, quiet, f"{item.name} {name} s{severity}")
+                                              device, quiet, f"{item.name} {name} s{severity}", log)
             _classify(item, outputs, embedded, inputs.test_labels, per_head, row)
             if name == inputs.embedding_corruption and severity == max(inputs.severities):
                 embeddings[embedding_array(item.name, "corrupted")] = embedded[inputs.sample]
@@ -414,8 +457,9 @@ def clean_test_errors(run_dir: str | Path, config: EvalConfig | None = None, log
     inputs = _Inputs(
         models=[item], device=device, num_classes=item.config["num_classes"], train_images=train_images,
         train_labels=train_labels, test_images=test_images, test_labels=test_labels, source={}, corruptions=(),
-        severities=(), rows=[(CLEAN, 0)], baseline=None, out_dir=Path(run_dir), file_digests={},
-        test_digest=_images_digest(test_images), sample=np.arange(0), embedding_corruption="",
+        severities=(), rows=[(CLEAN, 0)], baseline=None, file_digests={},
+        train_digest=_array_digest(train_images), test_digest=_array_digest(test_images), sample=np.arange(0),
+        embedding_corruption="",
     )
     _fit_heads(item, inputs, config, log)
     wrong = _score(item, inputs, config, {}, log)
@@ -479,8 +523,8 @@ def example_arrays(folder: Path, names, test_images, test_labels, index: int) ->
             "label": np.int64(test_labels[index]), "index": np.int64(index)}
 
 
-def _write(inputs: _Inputs, config: EvalConfig, tables: Tables, embeddings: dict, started: float) -> None:
-    out_dir = inputs.out_dir
+def _write(out_dir: Path, inputs: _Inputs, config: EvalConfig, tables: Tables, embeddings: dict,
+           started: float) -> None:
     write_tables(out_dir, tables)
     save_npz_atomic(out_dir / EMBEDDINGS_FILE, embeddings)
     save_npz_atomic(out_dir / EXAMPLES_FILE, example_arrays(inputs.folder, inputs.corruptions, inputs.test_images,

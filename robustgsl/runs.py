@@ -6,8 +6,10 @@ folder goes through this module. Writes are atomic (robustgsl/io.py).
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import pickle
 import platform
 import subprocess
 import sys
@@ -17,9 +19,9 @@ from pathlib import Path
 import torch
 
 from robustgsl.errors import InputError
-from robustgsl.io import atomic_path, write_json_atomic, write_text_atomic
+from robustgsl.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from robustgsl.schema.run import (
-    CHECKPOINT_FILE, CONFIG_FILE, ENVIRONMENT_FILE, LAST_PAIR_FILE, METRICS_FILE, WEIGHTS_FILE,
+    CHECKPOINT_FILE, CHECKPOINT_KEYS, CONFIG_FILE, ENVIRONMENT_FILE, LAST_PAIR_FILE, METRICS_FILE, WEIGHTS_FILE,
 )
 
 
@@ -75,9 +77,10 @@ def environment_info(device: torch.device, seed: int, command_line: list[str] | 
 
 
 def start_environment(run_dir: Path, config, device: torch.device, world_size: int, validation_source: str,
-                      command_line: list[str] | None, resumed: bool) -> None:
-    """Write environment.json at the start of training; a resumed run keeps its first start and its
-    accumulated wall time, and adds this start to ``resumed_at``."""
+                      command_line: list[str] | None, previous: dict | None) -> None:
+    """Write environment.json at the start of training. A resumed run (``previous``: its environment.json,
+    whether or not it had reached its first checkpoint) keeps its first start and its accumulated wall
+    time, and adds this start to ``resumed_at``."""
     environment = environment_info(device, config.seed, command_line, {
         "world_size": world_size,
         # Every rank draws the same data order and its own augmentation stream.
@@ -85,7 +88,6 @@ def start_environment(run_dir: Path, config, device: torch.device, world_size: i
         "sync_batchnorm": config.sync_batchnorm,
         "validation_source": validation_source,
     })
-    previous = read_environment(run_dir) if resumed else {}
     if previous:
         environment.update(started_at=previous.get("started_at"), wall_time_s=previous.get("wall_time_s", 0.0),
                            resumed_at=previous.get("resumed_at", []) + [now_iso()])
@@ -125,18 +127,20 @@ def save_checkpoint(run_dir: Path, epoch: int, model, optimizer, scheduler) -> N
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
     }
-    # Through a file handle: given a path, torch.save names the archive's folder after the (random)
-    # temporary file, so the same state would give different bytes.
-    with atomic_path(Path(run_dir) / CHECKPOINT_FILE) as tmp, open(tmp, "wb") as handle:
-        torch.save(state, handle)
+    # Into memory, then written by robustgsl.io: given a path, torch.save names the archive's folder after
+    # the (random) temporary file, so the same state would give different bytes; and a full disk then
+    # raises an OSError naming the file, not a RuntimeError from torch's zip writer.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes_atomic(Path(run_dir) / CHECKPOINT_FILE, buffer.getvalue())
 
 
 def save_weights(run_dir: Path, model) -> None:
     """model.safetensors: the final weights, which mark the run finished."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    with atomic_path(Path(run_dir) / WEIGHTS_FILE) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    write_bytes_atomic(Path(run_dir) / WEIGHTS_FILE, save(tensors))
 
 
 def write_last_pair(runs_root: Path, pair_dir: Path) -> None:
@@ -193,8 +197,47 @@ def is_finished(run_dir: str | Path) -> bool:
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
-    """Load a training checkpoint without unpickling arbitrary code."""
-    return torch.load(path, map_location=device, weights_only=True)
+    """Load a training checkpoint without unpickling arbitrary code (``weights_only=True``).
+
+    InputError, naming the file, for an empty, truncated or garbage file, one holding other objects than
+    tensors and plain values, or one without the keys of robustgsl/schema/run.py.
+    """
+    path = Path(path)
+    way_out = ("restore it from a copy, or delete it to train the run again from epoch 1 (with --resume, "
+               "same options)")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty (not a checkpoint); {way_out}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's message suggests weights_only=False, which would run whatever code the file holds.
+        raise InputError(f"{path} is damaged, or holds objects other than tensors and plain values (not "
+                         f"loaded: unpickling them could run arbitrary code); {way_out}") from None
+    except (RuntimeError, EOFError, ValueError, KeyError, OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{path} is damaged or not a torch checkpoint ({reason[:200]}); {way_out}") from None
+    problem = checkpoint_problem(state)
+    if problem:
+        raise InputError(f"{path} is not a robustgsl training checkpoint ({problem}); {way_out}")
+    return state
+
+
+def checkpoint_problem(state) -> str | None:
+    """Why ``state`` is not a checkpoint with the keys and kinds of robustgsl/schema/run.py, or None."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a dict"
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    if missing:
+        return f"no {', '.join(missing)}; it has {', '.join(map(str, state)) or 'no keys'}"
+    epoch = state["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        return f"epoch is {epoch!r}, not an epoch number"
+    for key in ("model", "optimizer", "scheduler"):
+        if not isinstance(state[key], dict):
+            return f"{key} is a {type(state[key]).__name__}, not a state dict"
+    if not all(isinstance(value, torch.Tensor) for value in state["model"].values()):
+        return "model holds values that are not tensors"
+    return None
 
 
 def build_model_from_config(config: dict):

@@ -4,8 +4,9 @@ The training set lives on the device as uint8 and each batch is augmented there;
 on the device and read once per epoch (no host-device synchronisation per step). A run folder holds
 everything needed to resume after an interruption (robustgsl/schema/run.py, robustgsl/runs.py).
 
-``train`` reads as its steps: open (or resume) the run folder, load the data, start the run folder's
-records, build the model and optimiser, then one epoch and one checkpoint at a time, then finish.
+``train`` reads as its steps: open (or resume) the run folder, load the data, build the model and optimiser
+(from the checkpoint, when resuming), start the run folder's records, then one epoch and one checkpoint at
+a time, then finish. Nothing is written before every input, the checkpoint included, has been checked.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from robustgsl.distributed import (
     DistributedContext, all_reduce_sum, barrier, gather_labels, gather_with_gradients, init_from_environment,
     is_main_process,
 )
-from robustgsl.errors import InputError, TrainingError
+from robustgsl.errors import InputError, TrainingError, WriteError
+from robustgsl.io import check_writable_folder, is_temporary, remove_stale_temporaries
 from robustgsl.losses import GraphSmoothnessLoss, pairwise_distances
 from robustgsl.progress import progress
 from robustgsl.schema.run import EpochMetrics
@@ -127,11 +129,11 @@ def train(
     log = log or (lambda message: None)
     config = resolve_config(config)
     validate_config(config)
-    run = _open_run(config, Path(run_dir), device, resume)
+    run = _open_run(config, Path(run_dir), device, resume, log)
     data = _load_data(run, data_dir, download)
+    training = _build_training(run, log)
     if run.context.is_main:
         _start_records(run, data, command_line)
-    training = _build_training(run, log)
     started = time.time()
     for epoch in range(training.start_epoch, config.epochs + 1):
         epoch_start = time.time()
@@ -159,29 +161,42 @@ class _Run:
     device: torch.device
     record: dict  # config.json: the recipe as recorded
     checkpoint: dict | None  # the state to resume from
+    previous_environment: dict | None  # environment.json of the run being resumed (started, maybe no checkpoint)
 
     @property
     def name(self) -> str:
         return self.config.name or self.config.loss
 
 
-def _open_run(config: TrainConfig, run_dir: Path, device: str | None, resume: bool) -> _Run:
+def _open_run(config: TrainConfig, run_dir: Path, device: str | None, resume: bool, log: Log) -> _Run:
     context = init_from_environment(device)
     device_obj = resolve_device(device, context.local_rank if context.enabled else None)
     if config.sync_batchnorm and device_obj.type != "cuda":
         raise InputError("--sync-batchnorm needs CUDA devices (SyncBatchNorm has no CPU implementation)")
+    check_writable_folder(run_dir, "run folder")
+    remove_stale_temporaries(run_dir)  # of a writer killed mid-write
     record = runs.config_record(config, context.world_size)
-    checkpoint = _resumable_checkpoint(run_dir, record, config, resume, device_obj)
+    checkpoint = _resumable_checkpoint(run_dir, record, config, resume, device_obj, log if context.is_main else None)
+    environment_path = run_dir / runs.ENVIRONMENT_FILE
+    previous_environment = runs.read_environment(run_dir) if resume and environment_path.is_file() else None
     # Every rank has looked at the folder before rank 0 starts writing into it.
     barrier(context)
-    return _Run(config, run_dir, context, device_obj, record, checkpoint)
+    return _Run(config, run_dir, context, device_obj, record, checkpoint, previous_environment)
 
 
-def _resumable_checkpoint(run_dir: Path, record: dict, config: TrainConfig, resume: bool, device) -> dict | None:
+def _holds_a_run(run_dir: Path) -> bool:
+    """Whether a run was started in ``run_dir`` (temporaries of a killed writer do not count)."""
+    return run_dir.is_dir() and any(not is_temporary(path) for path in run_dir.iterdir())
+
+
+def _resumable_checkpoint(run_dir: Path, record: dict, config: TrainConfig, resume: bool, device,
+                          log: Log | None) -> dict | None:
     """The checkpoint to continue from (None: start afresh), after the resume rules are checked."""
-    if not (run_dir.exists() and any(run_dir.iterdir())):
-        if resume:
-            raise InputError(f"cannot resume: run folder {run_dir} does not exist or is empty")
+    if not _holds_a_run(run_dir):
+        if resume and log:
+            # A run killed before it wrote anything (or a train-both pair killed before its second run)
+            # has nothing to resume: it starts, as the same command without --resume would.
+            log(f"note: {run_dir} holds no run yet, nothing to resume; starting the run from epoch 1")
         return None
     if not resume:
         raise InputError(f"run folder {run_dir} already exists and is not empty; pass --resume to continue it, "
@@ -270,13 +285,12 @@ def _split_training_set(images, labels, config: TrainConfig):
 # --- step 3: the run folder's records (rank 0) ----------------------------------------------------
 
 def _start_records(run: _Run, data: _Data, command_line: list[str] | None) -> None:
-    run.run_dir.mkdir(parents=True, exist_ok=True)
     if run.checkpoint is not None and int(run.checkpoint["epoch"]) < run.config.epochs:
         # Extending a finished run: its old final weights must not pass for the new run's.
         (run.run_dir / runs.WEIGHTS_FILE).unlink(missing_ok=True)
     runs.write_config(run.run_dir, run.record)
     runs.start_environment(run.run_dir, run.config, run.device, run.context.world_size, data.validation_source,
-                           command_line, resumed=run.checkpoint is not None)
+                           command_line, previous=run.previous_environment)
 
 
 # --- step 4: model, optimiser and the step function ----------------------------------------------
@@ -345,9 +359,7 @@ def _build_training(run: _Run, log: Log) -> _Training:
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.milestones, gamma=config.gamma)
     start_epoch = 1
     if run.checkpoint is not None:
-        model.load_state_dict(run.checkpoint["model"])
-        optimizer.load_state_dict(run.checkpoint["optimizer"])
-        scheduler.load_state_dict(run.checkpoint["scheduler"])
+        _restore(run, model, optimizer, scheduler)
         start_epoch = int(run.checkpoint["epoch"]) + 1
     training_model = model
     if context.enabled:
@@ -370,6 +382,19 @@ def _build_training(run: _Run, log: Log) -> _Training:
         metrics=[row for row in runs.read_metrics(run.run_dir) if row["epoch"] < start_epoch],
         order_generator=torch.Generator(device=device), augment_generator=torch.Generator(device=device),
     )
+
+
+def _restore(run: _Run, model, optimizer, scheduler) -> None:
+    """Load the checkpoint's states; InputError naming the file when they do not fit the run's model."""
+    try:
+        model.load_state_dict(run.checkpoint["model"])
+        optimizer.load_state_dict(run.checkpoint["optimizer"])
+        scheduler.load_state_dict(run.checkpoint["scheduler"])
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{run.run_dir / runs.CHECKPOINT_FILE} does not fit the model and optimiser of "
+                         f"{run.run_dir / runs.CONFIG_FILE} ({reason[:300]}); restore it from a copy, or delete it "
+                         f"to train the run again from epoch 1") from None
 
 
 # --- step 5: one epoch, one checkpoint ------------------------------------------------------------
@@ -438,8 +463,12 @@ def _checkpoint(run: _Run, training: _Training, row: EpochMetrics, log: Log) -> 
     training.metrics.append(dataclasses.asdict(row))
     # Metrics first: a kill between the two writes then loses nothing (rows past the
     # checkpoint are dropped on resume and written again).
-    runs.write_metrics(run.run_dir, training.metrics)
-    runs.save_checkpoint(run.run_dir, row.epoch, training.model, training.optimizer, training.scheduler)
+    try:
+        runs.write_metrics(run.run_dir, training.metrics)
+        runs.save_checkpoint(run.run_dir, row.epoch, training.model, training.optimizer, training.scheduler)
+    except WriteError as error:
+        kept = f"the checkpoint of epoch {row.epoch - 1} is kept" if row.epoch > 1 else "no checkpoint yet"
+        raise WriteError(f"{error}; {kept}: make room and run the same command with --resume") from error
     log(f"[{run.name}] epoch {row.epoch}/{run.config.epochs}  loss {row.loss:.4f}  lr {row.lr:.3g}  "
         f"train err {row.train_error:.2%}  val err {row.val_error:.2%}  {row.epoch_time_s:.1f}s")
 
@@ -463,13 +492,10 @@ def train_both(
 ) -> list[Path]:
     """Train the CE and GSL models (same data, seeds and recipe) into <out_dir>/ce and <out_dir>/gsl."""
     out_dir = Path(out_dir)
-    resume = train_kwargs.pop("resume", False)
-    paths = []
-    for name in ("ce", "gsl"):
-        run_dir = out_dir / name
-        # Resuming a pair interrupted during CE: the GSL run has not started yet and starts afresh.
-        started = run_dir.is_dir() and any(run_dir.iterdir())
-        paths.append(train(configs[name], run_dir, resume=resume and started, **train_kwargs))
+    # Resuming a pair interrupted during CE: the GSL run has not started yet and starts afresh.
+    paths = [train(configs[name], out_dir / name, **train_kwargs) for name in ("ce", "gsl")]
     if is_main_process():
-        runs.write_last_pair(Path(runs_root) if runs_root is not None else out_dir.parent, out_dir)
+        runs_root = Path(runs_root) if runs_root is not None else out_dir.parent
+        remove_stale_temporaries(runs_root, names=[runs.LAST_PAIR_FILE])
+        runs.write_last_pair(runs_root, out_dir)
     return paths

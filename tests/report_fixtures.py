@@ -47,7 +47,7 @@ def _write_run_folder(run_dir: Path, config, record: dict, metrics: bool, wall_t
     run_dir.mkdir(parents=True)
     runs.write_config(run_dir, record)
     runs.start_environment(run_dir, config, torch.device("cpu"), 1, "held-out training slice",
-                           ["robustgsl", "train", "--loss", config.loss, "--name", config.name], resumed=False)
+                           ["robustgsl", "train", "--loss", config.loss, "--name", config.name], previous=None)
     if metrics:
         rows = []
         for epoch in range(1, config.epochs + 1):

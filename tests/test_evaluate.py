@@ -137,6 +137,11 @@ def _invoke(args):
     (lambda d: (d / "contrast.npy").unlink(), "contrast.npy: missing"),
     (lambda d: np.save(d / "contrast.npy", np.zeros((10, 32, 32, 3), np.uint8)), "expected uint8"),
     (lambda d: np.save(d / "labels.npy", (np.load(d / "labels.npy") + 1) % 10), "labels disagree"),
+    (lambda d: (d / "labels.npy").write_bytes((d / "labels.npy").read_bytes()[:200]),
+     "labels.npy: not a readable .npy file of labels"),
+    (lambda d: np.save(d / "labels.npy", np.array([1, "cat"], dtype=object), allow_pickle=True),
+     "labels.npy: not a readable .npy file of labels"),
+    (lambda d: np.save(d / "labels.npy", np.load(d / "labels.npy").astype(np.float32)), "expected integer labels"),
 ])
 def test_bad_corruption_folders(evaluation, pair, tmp_path, mutate, needle):
     _, corruption_dir = evaluation
@@ -148,7 +153,7 @@ def test_bad_corruption_folders(evaluation, pair, tmp_path, mutate, needle):
     result = _invoke([pair / "ce", "--corruption-dir", broken, "--corruptions", ",".join(CORRUPTIONS),
                       "--out", tmp_path / "out"])
     assert result.exit_code == 2, result.output
-    assert needle in result.output
+    assert needle in result.output and isinstance(result.exception, SystemExit)
     assert not (tmp_path / "out" / "errors.csv").exists()
 
 
@@ -201,7 +206,10 @@ def test_second_evaluation_reuses_the_cache_and_gives_the_same_numbers(evaluatio
     digest_folders = list((pair / "gsl" / "cache").iterdir())
     assert len(digest_folders) == 1  # one checkpoint, one cache folder named by its weights' hash
     cached = sorted(p.name for p in digest_folders[0].iterdir())
-    assert "train_embeddings.npy" in cached and any(name.startswith("contrast-s5-") for name in cached)
+    assert any(name.startswith("train_embeddings-") for name in cached)
+    assert any(name.startswith("contrast-s5-") for name in cached)
+    # every entry has its record (robustgsl/cache.py)
+    assert all(name + ".json" in cached for name in cached if name.endswith(".npz"))
     again = evaluate([pair / "ce", pair / "gsl"], EvalConfig(
         out_dir=tmp_path / "again", corruptions=",".join(CORRUPTIONS), svc_train_size=300, n_bootstrap=200,
         device="cpu", report=False, quiet=True, corruption_dir=corruption_dir))
@@ -256,3 +264,159 @@ def test_without_a_baseline_the_tables_still_follow_the_schema(pair, evaluation,
     assert per_corruption["ce"].isna().all() and per_corruption["relative_ce"].isna().all()
     corrupted = errors[errors["corruption"] == "contrast"]
     assert per_corruption["mean_error"].item() == pytest.approx(corrupted["error"].mean())
+
+
+# --- faults: the folder is written whole, --out is checked first, the cache is verified ---------------
+
+
+from robustgsl import cache  # noqa: E402
+from robustgsl.io import is_temporary  # noqa: E402
+
+from fault_helpers import Child, small_disk  # noqa: E402
+
+GSL_ONLY = dict(heads=["1nn"], n_bootstrap=20, device="cpu", quiet=True)
+
+
+def _files(folder):
+    return {path.name: path.read_bytes() for path in sorted(Path(folder).iterdir())}
+
+
+@pytest.fixture
+def old_report(evaluation, tmp_path):
+    """A complete earlier evaluation (CE and GSL, both corruptions) with its HTML report."""
+    from robustgsl.report import write_report
+
+    folder = tmp_path / "report"
+    shutil.copytree(evaluation[0], folder)
+    write_report(folder)
+    return folder
+
+
+@pytest.mark.parametrize("report", [True, False])
+def test_a_new_evaluation_replaces_every_file_of_the_old_one(old_report, evaluation, pair, tmp_path, report):
+    """Issue 13, item 1: `evaluate ce gsl --out R`, then `evaluate gsl --corruptions gaussian_noise --out R`."""
+    corruption_dir = evaluation[1]
+    config = dict(GSL_ONLY, corruption_dir=corruption_dir, corruptions="gaussian_noise", report=report)
+    evaluate([pair / "gsl"], EvalConfig(out_dir=old_report, **config))
+    fresh = evaluate([pair / "gsl"], EvalConfig(out_dir=tmp_path / "fresh", **config))
+    assert sorted(_files(old_report)) == sorted(_files(fresh))  # without a report, the old index.html is gone
+    for name in ("errors.csv", "summary.csv", "corruption_summary.csv", "robustbench.csv", "embeddings.npz",
+                 "example_images.npz"):  # the byte-stable files (README)
+        assert (old_report / name).read_bytes() == (fresh / name).read_bytes(), name
+    for name in ("errors.csv", "corruption_summary.csv"):  # nothing of the earlier evaluation
+        text = (old_report / name).read_text()
+        assert "contrast" not in text and "argmax" not in text, name
+    if report:
+        # The report shows what the fresh one shows (which quotes the paper's CE, argmax row and lists
+        # contrast.npy among the corruption folder's files), nothing more.
+        html, fresh_html = (old_report / "index.html").read_text(), (fresh / "index.html").read_text()
+        for token in ("argmax", "contrast", "<tr"):
+            assert html.count(token) == fresh_html.count(token), token
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "report"]  # no temporary folder left
+
+
+def test_an_evaluation_that_fails_half_way_changes_nothing(old_report, evaluation, pair, monkeypatch):
+    before = _files(old_report)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", disk_full)  # the CSVs are written by then, the arrays fail
+    result = _invoke([pair / "gsl", "--corruption-dir", evaluation[1], "--corruptions", "contrast",
+                      "--heads", "1nn", "--bootstrap", "20", "--out", old_report])
+    monkeypatch.undo()
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"Error: cannot write {old_report / 'embeddings.npz'}: no space left on the device" in result.output
+    assert _files(old_report) == before
+    assert not [p for p in old_report.parent.iterdir() if is_temporary(p)]
+
+
+def test_out_is_checked_before_the_evaluation_starts(pair, evaluation, tmp_path, monkeypatch):
+    monkeypatch.setattr("robustgsl.evaluate._load", lambda *a: pytest.fail("the evaluation started"))
+    (tmp_path / "a-file").write_text("keep me")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "thesis.tex").write_text("keep me")
+    with small_disk(tmp_path / "disk", "64k", read_only=True):
+        for out, needle in ((tmp_path / "a-file", "is a file"), (notes, "thesis.tex"),
+                            (tmp_path / "disk" / "report", "read-only file system")):
+            result = _invoke([pair / "gsl", "--out", out])
+            assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+            assert result.output.startswith("Error: ") and needle in result.output and str(out) in result.output
+    assert (tmp_path / "a-file").read_text() == "keep me" and (notes / "thesis.tex").read_text() == "keep me"
+
+
+def test_a_full_disk_fails_the_evaluation_and_keeps_the_old_folder(pair, evaluation, tmp_path):
+    disk = tmp_path / "disk"
+    with small_disk(disk, "1m"):
+        old = disk / "report"
+        old.mkdir()
+        (old / "evaluation.json").write_text("{}")
+        (old / "errors.csv").write_text("model,head,corruption,severity,error\n")
+        before = _files(old)
+        (disk / "filler").write_bytes(bytes(1000 * 1024))  # about 20 KB left
+        result = _invoke([pair / "gsl", "--corruption-dir", evaluation[1], "--corruptions", "contrast",
+                          "--heads", "1nn", "--bootstrap", "20", "--out", old])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert f"Error: cannot write {old}/" in result.output and "no space left on the device" in result.output
+        assert _files(old) == before and sorted(p.name for p in disk.iterdir()) == ["filler", "report"]
+
+
+def test_a_read_only_run_folder_is_evaluated_without_the_cache(pair, evaluation, tmp_path):
+    disk = tmp_path / "disk"
+    with small_disk(disk, "1m") as make_read_only:
+        run = disk / "gsl"
+        run.mkdir()
+        for name in ("config.json", "environment.json", "metrics.jsonl", "model.safetensors"):
+            shutil.copy(pair / "gsl" / name, run / name)
+        make_read_only()
+        messages = []
+        out = evaluate([run], EvalConfig(out_dir=tmp_path / "out", corruption_dir=evaluation[1],
+                                         corruptions="contrast", **GSL_ONLY), log=messages.append)
+        assert (out / "errors.csv").is_file()
+    notes = [m for m in messages if "not caching" in m]
+    assert len(notes) == 1 and "read-only file system" in notes[0] and str(run / "cache") in notes[0]
+
+
+def test_a_damaged_or_altered_cache_entry_is_computed_again(pair, evaluation, tmp_path):
+    run = tmp_path / "gsl"
+    shutil.copytree(pair / "gsl", run)
+    config = dict(corruption_dir=evaluation[1], corruptions="contrast", **GSL_ONLY)
+    first = evaluate([run], EvalConfig(out_dir=tmp_path / "first", **config))
+    (folder,) = (run / "cache").iterdir()
+    (train_entry,) = [p for p in folder.iterdir() if p.name.startswith("train_embeddings") and p.suffix != ".json"]
+    train_entry.write_bytes(train_entry.read_bytes()[:1000])  # truncated
+    (severity_3,) = [p for p in folder.iterdir() if p.name.startswith("contrast-s3-") and p.suffix == ".npz"]
+    with np.load(severity_3) as archive:  # same names, shapes and dtypes, other values
+        altered = {name: np.random.RandomState(0).rand(*archive[name].shape).astype(archive[name].dtype)
+                   for name in archive.files}
+    np.savez(severity_3, **altered)
+    messages = []
+    second = evaluate([run], EvalConfig(out_dir=tmp_path / "second", **config), log=messages.append)
+    assert (second / "errors.csv").read_bytes() == (first / "errors.csv").read_bytes()
+    recomputed = [m for m in messages if "cannot be used" in m]
+    assert len(recomputed) == 2 and any(train_entry.name in m for m in recomputed)
+    assert any(severity_3.name in m and "SHA-256 differs" in m for m in recomputed)
+    for entry in (train_entry, severity_3):  # written again, and verified
+        assert cache.read_entry(entry, 540 if entry == severity_3 else 1257)[0] is not None
+
+
+def test_an_evaluation_killed_before_its_swap_is_rerun_cleanly(old_report, evaluation, pair, tmp_path):
+    before = _files(old_report)
+    child = Child(f"""
+import robustgsl.report
+robustgsl.report.write_report = lambda *args, **kwargs: ready()
+from robustgsl.cli import main
+main(["evaluate", {str(pair / 'gsl')!r}, "--corruption-dir", {str(evaluation[1])!r}, "--corruptions", "contrast",
+      "--heads", "1nn", "--bootstrap", "20", "--device", "cpu", "--quiet", "--out", {str(old_report)!r}],
+     standalone_mode=False)
+""", cwd=tmp_path)
+    child.wait_ready()
+    child.kill()
+    assert _files(old_report) == before  # the killed evaluation's files are all in its temporary folder
+    assert [p for p in tmp_path.iterdir() if is_temporary(p)]
+    result = _invoke([pair / "gsl", "--corruption-dir", evaluation[1], "--corruptions", "contrast",
+                      "--heads", "1nn", "--bootstrap", "20", "--out", old_report])
+    assert result.exit_code == 0, result.output
+    assert not [p for p in tmp_path.iterdir() if is_temporary(p)]
+    assert "argmax" not in (old_report / "errors.csv").read_text()

@@ -124,6 +124,28 @@ def test_writes_index_html_beside_the_csvs_and_logs_the_path(tmp_path):
     assert not [p for p in eval_dir.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_a_report_killed_while_writing_leaves_a_temporary_the_next_one_removes(tmp_path):
+    from fault_helpers import Child
+    from robustgsl.io import is_temporary
+
+    eval_dir = make_evaluation(tmp_path, embeddings=False, examples=False)
+    child = Child(f"""
+from robustgsl.io import atomic_path
+import robustgsl.report.render as render
+def write_half(path, text):
+    with atomic_path(path) as tmp:
+        tmp.write_text(text[:100])
+        ready()
+render.write_text_atomic = write_half
+render.write_report({str(eval_dir)!r})
+""", cwd=tmp_path)
+    child.wait_ready()
+    child.kill()
+    assert [p for p in eval_dir.iterdir() if is_temporary(p)] and not (eval_dir / "index.html").exists()
+    write_report(eval_dir)
+    assert not [p for p in eval_dir.iterdir() if is_temporary(p)] and (eval_dir / "index.html").is_file()
+
+
 def test_table2_holds_the_numbers_of_summary_csv(demo):
     eval_dir, root = demo
     summary = pd.read_csv(eval_dir / "summary.csv")

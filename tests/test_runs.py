@@ -45,3 +45,67 @@ def test_the_same_training_state_gives_the_same_checkpoint_bytes(tmp_path):
     assert first == (tmp_path / "b" / "checkpoint.pt").read_bytes()
     state = runs.load_checkpoint(tmp_path / "a" / "checkpoint.pt")
     assert state["epoch"] == 3 and torch.equal(state["model"]["weight"], model.weight.detach())
+
+
+# --- damaged checkpoints and file modes ------------------------------------------------------------------
+
+import io  # noqa: E402
+import os  # noqa: E402
+import pickle  # noqa: E402
+
+import pytest  # noqa: E402
+
+from robustgsl.errors import InputError  # noqa: E402
+
+
+class Payload:
+    """An arbitrary class: a checkpoint holding it must be refused, not unpickled."""
+
+    def __reduce__(self):
+        return (os.system, ("echo unpickled > pwned",))
+
+
+def _good_checkpoint(run_dir):
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    runs.save_checkpoint(run_dir, 1, model, optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, [2]))
+    return (run_dir / "checkpoint.pt").read_bytes()
+
+
+def _torch_bytes(obj):
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("damage,needle", [
+    (lambda good: good[: len(good) // 2], "damaged or not a torch checkpoint"),
+    (lambda good: b"\x80\x02garbage" + bytes(range(256)) * 4, "damaged, or holds objects other than tensors"),
+    (lambda good: pickle.dumps(Payload()), "damaged, or holds objects other than tensors"),
+    (lambda good: _torch_bytes({"weights": torch.ones(2)}), "no epoch, model, optimizer, scheduler"),
+    (lambda good: _torch_bytes({"epoch": "three", "model": {}, "optimizer": {}, "scheduler": {}}), "epoch is 'three'"),
+    (lambda good: _torch_bytes([1, 2, 3]), "it holds a list, not a dict"),
+    (lambda good: b"", "is empty"),
+])
+def test_a_damaged_checkpoint_is_refused_with_a_message_naming_it(tmp_path, monkeypatch, damage, needle):
+    monkeypatch.chdir(tmp_path)
+    good = _good_checkpoint(tmp_path)
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(damage(good))
+    with pytest.raises(InputError) as raised:
+        runs.load_checkpoint(path)
+    message = str(raised.value)
+    assert str(path) in message and needle in message
+    assert "weights_only=False" not in message and "weights_only" not in message
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_final_weights_are_readable_by_the_group_like_every_other_file(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        runs.save_weights(tmp_path, torch.nn.Linear(3, 2))
+        runs.write_config(tmp_path, {"loss": "ce"})
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "config.json").stat().st_mode & 0o777 == 0o644

@@ -170,3 +170,152 @@ def test_warmup_scales_each_step_and_leaves_the_schedule_exact(tmp_path, monkeyp
     # The milestone multiplied the scheduled lr, not a warmed-up one; metrics record the scheduled lr.
     assert [m["lr"] for m in runs.read_metrics(run)] == pytest.approx([lr, lr, lr * config.gamma], rel=1e-12)
     assert json.loads((run / "config.json").read_text())["warmup_epochs"] == 1.0
+
+
+# --- faults: damaged checkpoints, file-system errors, kills at chosen moments --------------------------
+
+import io  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from robustgsl.io import is_temporary  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fault_helpers import Child, small_disk  # noqa: E402
+
+TRAIN_GSL = ["train", "--loss", "gsl", *TINY]
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory):
+    return train(make_config("ce", "demo", width=0.0625, epochs=1), tmp_path_factory.mktemp("one") / "run",
+                 device="cpu")
+
+
+def _torch_bytes(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _other_width_checkpoint(run: Path) -> bytes:
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    wider = runs.build_model_from_config(runs.read_config(run) | {"width": 0.125})
+    return _torch_bytes(state | {"model": wider.state_dict()})
+
+
+@pytest.mark.parametrize("damage,needle", [
+    (lambda run: (run / "checkpoint.pt").read_bytes()[:1000], "is damaged or not a torch checkpoint"),
+    (lambda run: b"", "is empty"),
+    (lambda run: _torch_bytes({"model": {}}), "no epoch, optimizer, scheduler"),
+    (_other_width_checkpoint, "does not fit the model and optimiser"),
+])
+def test_resuming_from_a_damaged_checkpoint_names_it_and_rewrites_nothing(one_epoch_run, tmp_path, damage, needle):
+    run = tmp_path / "run"
+    shutil.copytree(one_epoch_run, run)
+    (run / "checkpoint.pt").write_bytes(damage(run))
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    result = CliRunner().invoke(main, ["train", "--loss", "ce", *TINY, "--epochs", "2", "--out", str(run), "--resume"])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)  # a message, not a traceback
+    assert result.output.startswith(f"Error: {run / 'checkpoint.pt'} ") and needle in result.output
+    assert "weights_only" not in result.output
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before  # config, environment, weights kept
+
+
+def test_an_out_that_is_a_file_or_read_only_is_refused_before_the_data_is_loaded(tmp_path, monkeypatch):
+    monkeypatch.setattr("robustgsl.train._load_data", lambda *a: pytest.fail("the data was loaded"))
+    (tmp_path / "a-file").write_text("keep me")
+    result = CliRunner().invoke(main, [*TRAIN_GSL, "--epochs", "1", "--out", str(tmp_path / "a-file")])
+    assert result.exit_code == 2 and "Error: run folder" in result.output and "is a file" in result.output
+    assert (tmp_path / "a-file").read_text() == "keep me"
+    with small_disk(tmp_path / "disk", "64k", read_only=True):
+        result = CliRunner().invoke(main, [*TRAIN_GSL, "--epochs", "1", "--out", str(tmp_path / "disk" / "run")])
+    assert result.exit_code == 2 and "read-only file system" in result.output, result.output
+
+
+def test_a_full_disk_stops_training_with_the_file_and_the_cause(tmp_path):
+    disk = tmp_path / "disk"
+    with small_disk(disk, "300k"):  # config, environment and metrics fit; the 600 KB checkpoint does not
+        result = CliRunner().invoke(main, [*TRAIN_GSL, "--epochs", "1", "--out", str(disk / "run")])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert f"Error: cannot write {disk / 'run' / 'checkpoint.pt'}: no space left on the device" in result.output
+        assert "run the same command with --resume" in result.output
+        assert not [p for p in (disk / "run").iterdir() if is_temporary(p)]
+
+
+def _train_child(run: Path, moment_code: str, epochs: int) -> Child:
+    """`robustgsl train` (GSL, tiny) in a fresh process, which calls ready() at the patched moment."""
+    return Child(moment_code + f"""
+from robustgsl.cli import main
+main({[*TRAIN_GSL, "--epochs", str(epochs), "--out", str(run)]!r}, standalone_mode=False)
+""", cwd=run.parent)
+
+
+def _resume(run: Path, epochs: int):
+    result = CliRunner().invoke(main, [*TRAIN_GSL[:-1], "--epochs", str(epochs), "--out", str(run), "--resume"])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_a_run_killed_before_its_folder_exists_resumes_from_scratch(tmp_path):
+    run = tmp_path / "run"
+    child = _train_child(run, """
+import robustgsl.train
+robustgsl.train._load_data = lambda *args: ready()
+""", epochs=1)
+    child.wait_ready()
+    child.kill()
+    assert not run.exists()
+    result = _resume(run, 1)
+    assert "nothing to resume; starting the run from epoch 1" in result.output
+    assert runs.is_finished(run) and "resumed_at" not in runs.read_environment(run)
+
+
+def test_a_resume_before_the_first_checkpoint_is_recorded(tmp_path):
+    run = tmp_path / "run"
+    child = _train_child(run, """
+import robustgsl.train
+robustgsl.train._train_epoch = lambda *args: ready()
+""", epochs=1)
+    child.wait_ready()
+    child.kill()
+    first = runs.read_environment(run)
+    assert not (run / "checkpoint.pt").exists()
+    _resume(run, 1)
+    environment = runs.read_environment(run)
+    assert environment["started_at"] == first["started_at"]
+    assert len(environment["resumed_at"]) == 1 and environment["resumed_at"][0] >= first["started_at"]
+
+
+def test_a_run_killed_while_writing_a_checkpoint_resumes_to_the_same_bytes(tmp_path):
+    """SIGKILL inside the epoch-2 checkpoint write (half a temporary on disk): the resumed run cleans the
+    temporary up, and its files are those of an uninterrupted run, byte for byte, except for wall times
+    (metrics.jsonl's epoch_time_s, environment.json), as the README says."""
+    straight = train(make_config("gsl", "demo", width=0.0625, epochs=2), tmp_path / "straight", device="cpu")
+    run = tmp_path / "run"
+    child = _train_child(run, """
+from robustgsl import runs
+from robustgsl.io import atomic_path
+original = runs.save_checkpoint
+def save_checkpoint(run_dir, epoch, *args):
+    if epoch == 2:
+        with atomic_path(run_dir / "checkpoint.pt") as tmp:
+            tmp.write_bytes(b"half a checkpoint")
+            ready()
+    original(run_dir, epoch, *args)
+runs.save_checkpoint = save_checkpoint
+""", epochs=2)
+    child.wait_ready()
+    child.kill()
+    assert [p for p in run.iterdir() if is_temporary(p)]
+    started_at = runs.read_environment(run)["started_at"]
+    _resume(run, 2)
+    assert not [p for p in run.iterdir() if is_temporary(p)]
+    for name in ("checkpoint.pt", "model.safetensors", "config.json"):
+        assert (run / name).read_bytes() == (straight / name).read_bytes(), name
+    without_times = [[{k: v for k, v in row.items() if k != "epoch_time_s"} for row in runs.read_metrics(r)]
+                     for r in (run, straight)]
+    assert without_times[0] == without_times[1] and [row["epoch"] for row in without_times[0]] == [1, 2]
+    environment = runs.read_environment(run)
+    assert environment["started_at"] == started_at and len(environment["resumed_at"]) == 1

@@ -39,16 +39,13 @@ from robustgsl.corruptions import (
 from robustgsl.corruptions.manifest import CorruptionManifest, file_problem, identity_differences, read_manifest
 from robustgsl.corruptions.schedule import DEFAULT_CHUNK_SIZE, make_scheduler
 from robustgsl.errors import InputError
-from robustgsl.io import save_npy_atomic
+from robustgsl.io import check_writable_folder, remove_stale_temporaries, save_npy_atomic
 from robustgsl.schema import corruption as schema
 
 __all__ = ["default_out_dir", "read_manifest", "verify_corruption_dataset", "write_corruption_dataset"]
 
 # Folder names of the released data sets; other data sets get their name in capitals.
 DATASET_FOLDERS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "DIGITS", "svhn": "SVHN"}
-# A temporary file is written in one go right after it is created; one this old belongs to a killed
-# run, not to another job writing into the same folder (corruptions split across cluster jobs).
-STALE_TEMPORARY_SECONDS = 600
 
 
 def default_out_dir(dataset: str) -> Path:
@@ -137,8 +134,7 @@ class CorruptionJob:
         if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
             raise InputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         out_dir = Path(out_dir)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise InputError(f"output folder {out_dir} is a file; choose another --out")
+        check_writable_folder(out_dir, "output folder")
         return cls(images, labels, out_dir, names, severities, seed, int(workers), dataset_name, overwrite, quiet,
                    log or (lambda message: None), int(chunk_size))
 
@@ -202,7 +198,8 @@ def _open_folder(job: CorruptionJob) -> CorruptionManifest:
     if job.overwrite:
         _remove_own_files(job)
     job.out_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(job.out_dir)
+    # Temporaries of a killed writer; other jobs writing into the same folder keep theirs (robustgsl.io).
+    remove_stale_temporaries(job.out_dir, names=_own_file_names())
     manifest = (CorruptionManifest(job.out_dir, existing) if existing is not None
                 else CorruptionManifest.new(job.out_dir, identity, CONSTANTS_SOURCE))
     manifest.data.update(robustgsl_version=__version__, versions=_library_versions(),
@@ -230,18 +227,6 @@ def _remove_own_files(job: CorruptionJob) -> None:
         path.unlink()
     if removed:
         job.log(f"--overwrite: removed {len(removed)} files from {job.out_dir}")
-
-
-def _remove_stale_temporaries(out_dir: Path) -> None:
-    # robustgsl.io's temporaries are ".<name>.<random>.tmp"; a killed run can leave one behind.
-    now = time.time()
-    for name in _own_file_names():
-        for stale in out_dir.glob(f".{name}.*.tmp"):
-            try:
-                if now - stale.stat().st_mtime > STALE_TEMPORARY_SECONDS:
-                    stale.unlink(missing_ok=True)
-            except FileNotFoundError:
-                pass
 
 
 def _write_labels(job: CorruptionJob, manifest: CorruptionManifest) -> None:

@@ -1,9 +1,11 @@
 """The manifest of a corruption folder (format: robustgsl/schema/corruption.py): reading it, checking a file
 against it, and recording files in it.
 
-Several jobs may write different corruptions into one folder (e.g. split across cluster jobs): each
-records its files under the folder's lock, merging what the others recorded since, and writes the whole
-manifest atomically, so no entry is lost and no reader sees half a manifest.
+Several jobs may write different corruptions into one folder (e.g. split across cluster jobs): every
+write of the manifest, the one at start-up included, happens under the folder's lock, starts from the
+manifest on disk (what the other jobs recorded, possibly since this job read it) and adds only the
+entries this job recorded itself, and replaces the file atomically. So no job erases or rolls back
+another's entry, and no reader sees half a manifest.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class CorruptionManifest:
 
     def __init__(self, out_dir: Path, data: dict):
         self.out_dir, self.data = Path(out_dir), data
+        self.recorded: dict[str, dict] = {}  # the entries this writer made, which win over the disk's
 
     @classmethod
     def new(cls, out_dir: Path, identity: dict, constants_source: str) -> "CorruptionManifest":
@@ -91,13 +94,16 @@ class CorruptionManifest:
         self.save({file_name: {"sha256": sha256_file(path), "bytes": path.stat().st_size, **extra}})
 
     def save(self, entries: dict | None = None) -> None:
-        """Under the folder's lock: merge the files another job recorded since, add ``entries``, write."""
+        """Under the folder's lock: start from the files on disk, add what this writer recorded (``entries``
+        now, and before), write. Another job's entries, even ones newer than this writer's copy, stay."""
         with manifest_lock(self.out_dir):
             on_disk = read_manifest(self.out_dir)
             identity = schema.names(schema.IDENTITY_FIELDS)
+            self.recorded.update(entries or {})
             if on_disk is not None and all(on_disk.get(f) == self.data.get(f) for f in identity):
-                self.data["files"] = {**on_disk["files"], **self.data["files"]}
+                self.data["files"] = {**on_disk["files"], **self.recorded}
+            else:  # a new folder, or another data set's manifest this writer replaces (--overwrite)
+                self.data["files"] = {**self.data["files"], **self.recorded}
             if entries:
-                self.data["files"].update(entries)
                 self.data["updated_at"] = now()
             write_json_atomic(self.out_dir / schema.MANIFEST_FILE, self.data)

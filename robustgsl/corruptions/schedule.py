@@ -10,7 +10,10 @@ corruption is already queued then, so the workers go on computing while the call
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
+import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -78,12 +81,13 @@ class Scheduler:
 
 class WorkerPool(Scheduler):
     """Computes the chunks on ``workers`` spawned processes, queueing the next corruption before collecting
-    the current one. Leaving the ``with`` block after an error stops the workers."""
+    the current one. Leaving the ``with`` block after an error stops the workers; a worker whose main
+    process dies (even by SIGKILL, which runs no clean-up) exits by itself (``die_with_parent``)."""
 
     def __init__(self, images, severities, seed, chunk_size, quiet, workers: int):
         super().__init__(images, severities, seed, chunk_size, quiet)
         self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                            initializer=_init_worker, initargs=(images,))
+                                            initializer=_init_worker, initargs=(images, os.getpid()))
 
     def _submit(self, corruption: str) -> dict:
         """Queue every chunk of one corruption; future -> its chunk."""
@@ -167,8 +171,39 @@ def keep_freed_memory() -> bool:
         mallopt(_M_TRIM_THRESHOLD, WORKER_TRIM_THRESHOLD))
 
 
-def _init_worker(images: np.ndarray) -> None:
+# How often a worker checks that its main process still runs, where the kernel cannot tell it (not Linux).
+PARENT_POLL_SECONDS = 1.0
+_PR_SET_PDEATHSIG = 1  # prctl option number (linux/prctl.h)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this worker process exit when ``parent_pid`` (its main process) dies, however it dies.
+
+    The queue a worker waits on stays open while any worker holds it, so nothing else would end it:
+    on Linux the kernel sends SIGKILL at the parent's death (prctl PR_SET_PDEATHSIG); everywhere a
+    daemon thread exits when the worker has been handed to another parent.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the request above took effect
+        os._exit(1)
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True, name="parent-watch").start()
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
+
+
+def _init_worker(images: np.ndarray, parent_pid: int) -> None:
     global _worker_images
+    die_with_parent(parent_pid)
     _worker_images = images
     keep_freed_memory()
     # One thread per process (the processes already use every core), set before the corruption

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from robustgsl import __version__
-from robustgsl.io import write_text_atomic
+from robustgsl.io import recover_folder, remove_stale_temporaries, write_text_atomic
 from robustgsl.metrics import CLEAN
 from robustgsl.report import figures, tables
 from robustgsl.report.load import Evaluation, load_evaluation
@@ -353,13 +353,15 @@ def _table_context(evaluation: Evaluation, colours: dict[str, str]) -> dict[str,
     return context
 
 
-def render_report(evaluation: Evaluation, page_dir: Path, title: str | None = None) -> str:
-    """The HTML text of the report for an already loaded evaluation."""
+def render_report(evaluation: Evaluation, page_dir: Path, title: str | None = None,
+                  folder_name: str | None = None) -> str:
+    """The HTML text of the report for an already loaded evaluation (``folder_name``: what the default title
+    calls the evaluation folder, when it is not yet in its place)."""
     meta, missing, keys = evaluation.meta, evaluation.missing, evaluation.keys
     colours = figures.key_colours(keys, evaluation.baseline)
     dataset = meta.get("dataset") or "unknown data set"
     context: dict[str, Any] = {
-        "title": title or f"Robustness report: {evaluation.eval_dir.name or dataset}",
+        "title": title or f"Robustness report: {folder_name or evaluation.eval_dir.name or dataset}",
         "subtitle": f"{dataset} · {len(keys)} model/head combination{'s' if len(keys) != 1 else ''}",
         "version": __version__,
         "header": _header(evaluation, colours),
@@ -385,15 +387,20 @@ def write_report(
     out_path: str | os.PathLike | None = None,
     title: str | None = None,
     log: Callable[[str], None] | None = None,
+    folder_name: str | None = None,
 ) -> Path:
     """Write the HTML report of the evaluation folder ``eval_dir`` (default: ``<eval_dir>/index.html``).
 
     Returns the path written. Raises ``InputError`` when ``eval_dir`` is not an evaluation folder or
     one of its files is malformed; parts that are merely absent are reported inside the page.
+    ``folder_name``: the folder's name in the default title (evaluate writes the report into the
+    temporary folder that then becomes the evaluation folder).
     """
+    recover_folder(eval_dir)  # of an evaluation killed while it swapped the folder in
     evaluation = load_evaluation(eval_dir)
     out_path = Path(out_path) if out_path is not None else evaluation.eval_dir / REPORT_FILE
-    html = render_report(evaluation, out_path.parent, title=title)
+    remove_stale_temporaries(out_path.parent, names=[out_path.name])  # of a killed `robustgsl report`
+    html = render_report(evaluation, out_path.parent, title=title, folder_name=folder_name)
     write_text_atomic(out_path, html)
     if log is not None:
         log(f"Report written to {out_path}")

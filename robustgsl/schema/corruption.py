@@ -10,8 +10,8 @@ plus a manifest.
                        DATA_FILE_FIELDS)
     .manifest.lock     empty; jobs writing into one folder hold it (flock) while they update the manifest
 
-A file is written to ``.<name>.<random>.tmp`` beside it and renamed (robustgsl/io.py), and recorded in the
-manifest after that: a file the manifest does not list, or whose size or SHA-256 differs, is not trusted.
+A file is written to ``.<name>.<pid>-<host>.<random>.tmp`` beside it and renamed (robustgsl/io.py), and recorded
+in the manifest after that: a file the manifest does not list, or whose size or SHA-256 differs, is not trusted.
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ RECORD_FILE = "evaluation.json"
 EMBEDDINGS_FILE = "embeddings.npz"
 EXAMPLES_FILE = "example_images.npz"
 REPORT_FILE = "index.html"
+# Every file of an evaluation folder (written as a whole: robustgsl.io.atomic_folder).
+FILES = (ERRORS_FILE, SUMMARY_FILE, CORRUPTION_SUMMARY_FILE, ROBUSTBENCH_FILE, RECORD_FILE, EMBEDDINGS_FILE,
+         EXAMPLES_FILE, REPORT_FILE)
 
 _KEY = (Field("model", "text", "model name"), Field("head", "text", "head name"))
 

@@ -5,7 +5,8 @@
     <run>/metrics.jsonl      one JSON object per finished epoch (METRIC_FIELDS, in that order)
     <run>/checkpoint.pt      resumable state (plain tensors and dicts: loads with weights_only=True)
     <run>/model.safetensors  final weights; its presence means the run finished
-    <run>/cache/             evaluation's cached embeddings, keyed by the weights' SHA-256
+    <run>/cache/             evaluation's cached outputs and embeddings, keyed by the weights' and the images'
+                             content and verified (robustgsl/cache.py)
 
 and, in the runs root, LAST_PAIR: the absolute path of the folder of the last finished train-both pair.
 
@@ -26,6 +27,8 @@ CONFIG_FILE = "config.json"
 ENVIRONMENT_FILE = "environment.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
+# checkpoint.pt: a dict of these (epoch: the last finished epoch; the others: state_dict() of each).
+CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler")
 WEIGHTS_FILE = "model.safetensors"
 CACHE_DIR = "cache"
 LAST_PAIR_FILE = "LAST_PAIR"
