@@ -66,6 +66,20 @@ def test_layout_labels_and_manifest(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_manifest_states_how_exact_each_corruption_is(tmp_path):
+    import cv2
+
+    exactness = write(tmp_path)["exactness"]
+    assert exactness["opencv"] == cv2.__version__ == json.loads((tmp_path / "manifest.json").read_text())[
+        "versions"]["opencv"]
+    assert "make_cifar_c.py" in exactness["reference"]
+    assert set(exactness["corruptions"]) == set(corruptions.ALL_CORRUPTIONS)
+    elastic = exactness["corruptions"]["elastic_transform"]
+    assert "OpenCV 4.10-4.14" in elastic and "OpenCV 5.0" in elastic and "85-90 %" in elastic
+    assert "scikit-image 0.14" in exactness["corruptions"]["impulse_noise"]
+    assert exactness["corruptions"]["contrast"] == "bit-exact against the reference"
+
+
 def test_written_folder_matches_the_schema(tmp_path):
     write(tmp_path, severities="2,5")
     assert corruption_folder_problems(tmp_path) == []

@@ -36,6 +36,7 @@ from robustgsl.corruptions import (
     resolve_corruptions,
     severity_params,
 )
+from robustgsl.corruptions.faithfulness import exactness
 from robustgsl.corruptions.manifest import CorruptionManifest, file_problem, identity_differences, read_manifest
 from robustgsl.corruptions.schedule import DEFAULT_CHUNK_SIZE, make_scheduler
 from robustgsl.errors import InputError
@@ -206,7 +207,7 @@ def _open_folder(job: CorruptionJob) -> CorruptionManifest:
     manifest = (CorruptionManifest(job.out_dir, existing) if existing is not None
                 else CorruptionManifest.new(job.out_dir, identity, CONSTANTS_SOURCE))
     manifest.data.update(robustgsl_version=__version__, versions=_library_versions(),
-                         constants_source=CONSTANTS_SOURCE)
+                         constants_source=CONSTANTS_SOURCE, exactness=exactness())
     return manifest
 
 
