@@ -33,13 +33,13 @@ from robustgsl.errors import InputError
 from robustgsl.heads import HEADS, KnnHead, make_head
 from robustgsl.io import save_npy_atomic, save_npz_atomic, sha256_file, write_csv_atomic, write_json_atomic
 from robustgsl.metrics import (
-    CLEAN, bootstrap_intervals, corruption_error_table, robustbench_table, summary_table,
+    CLEAN, bootstrap_intervals, corruption_error_table, robustbench_summary_table, robustbench_table, summary_table,
 )
 from robustgsl.schema import corruption as corruption_schema
 from robustgsl.schema import names as column_names
 from robustgsl.schema.evaluation import (
     CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_COLUMNS, ERRORS_FILE, EXAMPLES_FILE, RECORD_FILE,
-    ROBUSTBENCH_FILE, SUMMARY_FILE, embedding_array, summary_columns,
+    ROBUSTBENCH_FILE, ROBUSTBENCH_SUMMARY_FILE, SUMMARY_FILE, embedding_array, summary_columns,
 )
 from robustgsl.schema.run import CACHE_DIR
 
@@ -73,6 +73,7 @@ class Tables:
     summary: pd.DataFrame
     corruption_summary: pd.DataFrame
     robustbench: pd.DataFrame
+    robustbench_summary: pd.DataFrame
 
 
 def default_heads(loss: str) -> list[str]:
@@ -413,18 +414,19 @@ def summarise(wrong: dict[tuple[str, str], np.ndarray], rows: Sequence[tuple[str
     summary["n_test"] = n_test
     return Tables(errors=errors, summary=summary[list(summary_columns(baseline is not None))],
                   corruption_summary=corruption_error_table(errors, baseline, corruptions),
-                  robustbench=robustbench_table(errors))
+                  robustbench=robustbench_table(errors), robustbench_summary=robustbench_summary_table(errors))
 
 
 # --- write ----------------------------------------------------------------------------------------
 
 def write_tables(out_dir: Path, tables: Tables) -> None:
-    """The four CSV files, each written atomically."""
+    """The CSV files, each written atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(out_dir / ERRORS_FILE, tables.errors, index=False)
     write_csv_atomic(out_dir / SUMMARY_FILE, tables.summary, index=False)
     write_csv_atomic(out_dir / CORRUPTION_SUMMARY_FILE, tables.corruption_summary, index=False)
     write_csv_atomic(out_dir / ROBUSTBENCH_FILE, tables.robustbench)
+    write_csv_atomic(out_dir / ROBUSTBENCH_SUMMARY_FILE, tables.robustbench_summary, index=False)
 
 
 def example_arrays(folder: Path, names, test_images, test_labels, index: int) -> dict[str, np.ndarray]:

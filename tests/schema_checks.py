@@ -83,14 +83,28 @@ def _tables_problems(eval_dir: Path, with_baseline: bool) -> list[str]:
     corruption_summary = pd.read_csv(eval_dir / ev.CORRUPTION_SUMMARY_FILE)
     problems += _keys(ev.CORRUPTION_SUMMARY_FILE, corruption_summary.columns,
                       names(ev.CORRUPTION_SUMMARY_COLUMNS), ordered=True)
-    wide = pd.read_csv(eval_dir / ev.ROBUSTBENCH_FILE, header=[0, 1], index_col=0)
-    if wide.index.name != ev.ROBUSTBENCH_INDEX:
-        problems.append(f"{ev.ROBUSTBENCH_FILE}: index {wide.index.name!r}, not {ev.ROBUSTBENCH_INDEX!r}")
-    expected = [(ev.CLEAN, "0")] + [(c, str(s)) for c, s in
-                                    dict.fromkeys(zip(errors["corruption"], errors["severity"])) if c != ev.CLEAN]
+    problems += robustbench_problems(eval_dir, errors, len(summary))
+    accuracy = pd.read_csv(eval_dir / ev.ROBUSTBENCH_SUMMARY_FILE, keep_default_na=False, dtype={"model": str, "head": str})
+    problems += _keys(ev.ROBUSTBENCH_SUMMARY_FILE, accuracy.columns, names(ev.ROBUSTBENCH_SUMMARY_COLUMNS), ordered=True)
+    return problems
+
+
+def robustbench_problems(eval_dir: Path, errors: pd.DataFrame, n_rows: int) -> list[str]:
+    """robustbench.csv as RobustBench reads unaggregated_results.csv: two header rows, no index name, no clean
+    column, RobustBench's corruption order."""
+    path = eval_dir / ev.ROBUSTBENCH_FILE
+    lines = path.read_text().splitlines()
+    problems = []
+    if len(lines) < 3 or not (lines[0].startswith(",") and lines[1].startswith(",")) or lines[2].startswith(","):
+        problems.append(f"{ev.ROBUSTBENCH_FILE}: not two header rows without names, then the rows")
+    wide = pd.read_csv(path, header=[0, 1], index_col=0)
+    corrupted = [(c, s) for c, s in dict.fromkeys(zip(errors["corruption"], errors["severity"])) if c != ev.CLEAN]
+    order = [c for c in ev.ROBUSTBENCH_CORRUPTIONS if c in dict(corrupted)] + \
+        [c for c in dict.fromkeys(c for c, _ in corrupted) if c not in ev.ROBUSTBENCH_CORRUPTIONS]
+    expected = sorted(((c, str(s)) for c, s in corrupted), key=lambda cs: (order.index(cs[0]), int(cs[1])))
     problems += _keys(ev.ROBUSTBENCH_FILE + " columns", list(wide.columns), expected, ordered=True)
-    if len(wide) != len(summary) or not ((wide >= 0) & (wide <= 1)).all().all():
-        problems.append(f"{ev.ROBUSTBENCH_FILE}: {len(wide)} rows for {len(summary)} model/heads, or a bad accuracy")
+    if len(wide) != n_rows or not ((wide >= 0) & (wide <= 1)).all().all():
+        problems.append(f"{ev.ROBUSTBENCH_FILE}: {len(wide)} rows for {n_rows} model/heads, or a bad accuracy")
     return problems
 
 

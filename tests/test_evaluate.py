@@ -112,6 +112,28 @@ def test_side_files_for_the_report(evaluation):
     assert wide.loc["gsl/1nn", ("contrast", "5")] == pytest.approx(1 - errors[("gsl", "1nn", "contrast", 5)])
 
 
+def test_robustbench_csv_reads_back_with_robustbenchs_reader(evaluation):
+    out, _ = evaluation
+    # robustbench/eval.py corruptions_evaluation reads unaggregated_results.csv with exactly these arguments,
+    # then turns the severity level into integers.
+    wide = pd.read_csv(out / "robustbench.csv", header=[0, 1], index_col=0)
+    wide.columns = wide.columns.set_levels([wide.columns.levels[0], wide.columns.levels[1].astype(int)])
+    # RobustBench's CORRUPTIONS order (gaussian_noise before contrast there), severities 1..5, no clean column.
+    assert list(wide.columns) == [("gaussian_noise", s) for s in range(1, 6)] + [("contrast", s) for s in range(1, 6)]
+    assert (out / "robustbench.csv").read_text().splitlines()[2].startswith("ce/argmax,")  # two header rows
+    errors = pd.read_csv(out / "errors.csv")
+    accuracy = pd.read_csv(out / "robustbench_summary.csv").set_index(["model", "head"])
+    for key, row in wide.iterrows():
+        model, head = key.split("/")
+        mine = errors[(errors["model"] == model) & (errors["head"] == head)]
+        # RobustBench's headline: the plain mean over corruptions x severities (what model_results.values.mean() gives).
+        assert row.mean() == pytest.approx(accuracy.loc[(model, head), "robust_accuracy"])
+        assert row.mean() == pytest.approx(1 - mine[mine["corruption"] != "clean"]["error"].mean())
+        assert accuracy.loc[(model, head), "clean_accuracy"] == pytest.approx(
+            1 - mine[mine["corruption"] == "clean"]["error"].item())
+    assert len(wide) == len(accuracy) == 7
+
+
 def test_released_layout_folder_is_accepted(evaluation, pair, tmp_path):
     _, corruption_dir = evaluation
     released = tmp_path / "CIFAR-10-C-like"

@@ -25,14 +25,15 @@ from robustgsl.report import figures, tables
 from robustgsl.report.load import Evaluation, load_evaluation
 from robustgsl.schema.evaluation import (
     CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_FILE, EXAMPLE_ARRAYS, EXAMPLES_FILE, RECORD_FILE,
-    REPORT_FILE, ROBUSTBENCH_FILE, SUMMARY_FILE, embedding_array,
+    REPORT_FILE, ROBUSTBENCH_FILE, ROBUSTBENCH_SUMMARY_FILE, SUMMARY_FILE, embedding_array,
 )
 
 LINKED_FILES = (
     (SUMMARY_FILE, "Table 2 per model/head, with bootstrap intervals"),
     (ERRORS_FILE, "error per model, head, corruption and severity"),
     (CORRUPTION_SUMMARY_FILE, "CE_c and relative CE_c per corruption"),
-    (ROBUSTBENCH_FILE, "accuracies in RobustBench's wide layout"),
+    (ROBUSTBENCH_FILE, "accuracies in RobustBench's layout (its unaggregated_results.csv)"),
+    (ROBUSTBENCH_SUMMARY_FILE, "clean accuracy and RobustBench's robust accuracy"),
     (RECORD_FILE, "what was evaluated, how, and with which versions"),
     (EMBEDDINGS_FILE, "test embeddings behind the 2-D view"),
     (EXAMPLES_FILE, "the images of the corruption grid"),

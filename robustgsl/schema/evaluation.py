@@ -3,7 +3,8 @@
     errors.csv              long table: one error rate per model, head, corruption and severity
     summary.csv             Table 2 per model/head: clean error, MCE, relative MCE, bootstrap intervals
     corruption_summary.csv  CE_c and relative CE_c per model/head and corruption
-    robustbench.csv         accuracies in RobustBench's wide layout
+    robustbench.csv         accuracies in RobustBench's layout (its unaggregated_results.csv)
+    robustbench_summary.csv clean accuracy and RobustBench's robust accuracy per model/head
     evaluation.json         what was evaluated, how, with which versions
     embeddings.npz          test embeddings behind the report's 2-D view
     example_images.npz      one test image under every corruption and severity (the report's grid)
@@ -25,6 +26,7 @@ ERRORS_FILE = "errors.csv"
 SUMMARY_FILE = "summary.csv"
 CORRUPTION_SUMMARY_FILE = "corruption_summary.csv"
 ROBUSTBENCH_FILE = "robustbench.csv"
+ROBUSTBENCH_SUMMARY_FILE = "robustbench_summary.csv"
 RECORD_FILE = "evaluation.json"
 EMBEDDINGS_FILE = "embeddings.npz"
 EXAMPLES_FILE = "example_images.npz"
@@ -69,10 +71,21 @@ CORRUPTION_SUMMARY_COLUMNS = _KEY + (
     Field("mean_error", "fraction", "mean error over severities"),
 )
 
-# robustbench.csv: index column ROBUSTBENCH_INDEX ("model/head"), two header rows (corruption, severity),
-# accuracy (fraction) per cell; the (CLEAN, 0) column first, then corruptions x severities.
-ROBUSTBENCH_INDEX = "model/head"
-ROBUSTBENCH_HEADER = ("corruption", "severity")
+# robustbench.csv: exactly RobustBench's model_info/<dataset>/corruptions/unaggregated_results.csv, written by
+# robustbench/eval.py corruptions_evaluation and read there with pd.read_csv(path, header=[0, 1],
+# index_col=0): two header rows (corruption, severity), no index or column names, one row per model
+# (here "model/head"), an accuracy (fraction) per cell, no clean column. Corruptions in RobustBench's order
+# (robustbench/data.py CORRUPTIONS), then any others in evaluation order; severities ascending.
+ROBUSTBENCH_CORRUPTIONS = (
+    "shot_noise", "motion_blur", "snow", "pixelate", "gaussian_noise", "defocus_blur", "brightness", "fog",
+    "zoom_blur", "frost", "glass_blur", "impulse_noise", "contrast", "jpeg_compression", "elastic_transform",
+)
+# robustbench_summary.csv: the clean accuracy that robustbench.csv leaves out, and RobustBench's headline.
+ROBUSTBENCH_SUMMARY_COLUMNS = _KEY + (
+    Field("clean_accuracy", "fraction", "accuracy on the clean test set (RobustBench's clean_acc)"),
+    Field("robust_accuracy", "fraction", "mean accuracy over the corruptions x severities evaluated, the mean of "
+                                         "the row of robustbench.csv (RobustBench's corruptions_acc)"),
+)
 
 RECORD_FIELDS = (
     Field("models", "list of objects", "one per model, with MODEL_FIELDS"),
