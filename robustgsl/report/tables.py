@@ -97,7 +97,10 @@ def interval(low: Any, high: Any, as_percent: bool) -> str:
     return f"[{show(low)}, {show(high)}]"
 
 
-def class_name(dataset: str | None, label: int) -> str:
+def class_name(dataset: str | None, label: int, classes: list[str] | None = None) -> str:
+    """A label's class name: ``classes`` (an image folder's) when given, else the data set's, else "class N"."""
+    if classes is not None and 0 <= label < len(classes):
+        return str(classes[label])
     if dataset == "cifar10" and 0 <= label < len(CIFAR10_CLASSES):
         return CIFAR10_CLASSES[label]
     if dataset == "digits":
