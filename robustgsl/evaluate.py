@@ -230,6 +230,9 @@ class _Inputs:
 def _load(run_dirs, external, config: EvalConfig, reference: ReferenceScores | None, log: Log) -> _Inputs:
     names = resolve_corruptions(config.corruptions)
     severities = parse_severities(config.severities)
+    rows = [(CLEAN, 0)] + [(name, s) for name in names for s in severities]
+    if reference is not None:
+        _check_reference_covers(reference, rows)  # before any model, data or corruption is read
     run_dirs = [Path(p) for p in run_dirs] if run_dirs else [] if external else runs.find_last_pair()
     device = resolve_device(config.device)
     if device.type == "cuda":
@@ -251,10 +254,10 @@ def _load(run_dirs, external, config: EvalConfig, reference: ReferenceScores | N
     source = prepare_corruptions(data.name, test_images, test_labels, data.num_classes, config.corruption_dir, names,
                                  config.corruption_seed, config.workers, config.quiet, log, data_dir=data.data_dir)
     test_images, test_labels = test_images[:n_test], test_labels[:n_test]
-    inputs = _Inputs(
+    return _Inputs(
         models=models, device=device, data=data, train_images=train_images, train_labels=train_labels,
         test_images=test_images, test_labels=test_labels, n_full=n_full, source=source, corruptions=names,
-        severities=severities, rows=[(CLEAN, 0)] + [(name, s) for name in names for s in severities],
+        severities=severities, rows=rows,
         baseline=baseline, reference=reference,
         file_digests=_file_digests(Path(source["path"]), names, source["manifest"]),
         test_digest=hashlib.sha256(np.ascontiguousarray(test_images).data).hexdigest()[:16],
@@ -262,9 +265,6 @@ def _load(run_dirs, external, config: EvalConfig, reference: ReferenceScores | N
         embedding_corruption=EMBEDDING_CORRUPTION if EMBEDDING_CORRUPTION in names else names[0],
         batch_size=config.batch_size,
     )
-    if reference is not None:
-        _reference_rows(reference, inputs)  # refuse a baseline that lacks a row before any scoring
-    return inputs
 
 
 def _chosen_heads(applicable: list[str], heads, what: str) -> list[str]:
@@ -584,19 +584,28 @@ def _error_line(per_head: dict, rows: list[int]) -> str:
     return "  ".join(f"{h} " + " ".join(f"{array[r].mean():.1%}" for r in rows) for h, array in per_head.items())
 
 
+def _known_errors(reference: ReferenceScores) -> dict[tuple[str, int], float]:
+    errors = reference.errors
+    return {(c, int(s)): float(e) for c, s, e in zip(errors["corruption"], errors["severity"], errors["error"])}
+
+
+def _check_reference_covers(reference: ReferenceScores, rows: Sequence[tuple[str, int]]) -> None:
+    """Refuse a baseline without an error rate for every row of this evaluation."""
+    known = _known_errors(reference)
+    missing = [f"{c} {s}" for c, s in rows if (c, s) not in known]
+    if missing:
+        raise InputError(f"the baseline {reference.name}/{reference.head} has no error rate for "
+                         f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''} (corruption severity); "
+                         f"evaluate it on every corruption and severity asked for here")
+
+
 def _reference_rows(reference: ReferenceScores, inputs: _Inputs) -> tuple[np.ndarray | None, pd.DataFrame | None]:
     """The reference on this evaluation's rows: its per-image results when they are about the same test
     images, else (for the tables, without bootstrap intervals) its error rates."""
     if reference.wrong is not None and reference.test_digest == inputs.test_digest \
             and set(inputs.rows) <= set(reference.rows):
         return reference.wrong[[reference.rows.index(row) for row in inputs.rows]], None
-    errors = reference.errors
-    known = {(c, int(s)): float(e) for c, s, e in zip(errors["corruption"], errors["severity"], errors["error"])}
-    missing = [f"{c} {s}" for c, s in inputs.rows if (c, s) not in known]
-    if missing:
-        raise InputError(f"the baseline {reference.name}/{reference.head} has no error rate for "
-                         f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''} (corruption severity); "
-                         f"evaluate it on every corruption and severity asked for here")
+    known = _known_errors(reference)
     return None, pd.DataFrame.from_records(
         [{"model": reference.name, "head": reference.head, "corruption": c, "severity": s, "error": known[(c, s)]}
          for c, s in inputs.rows], columns=column_names(ERRORS_COLUMNS))
