@@ -49,7 +49,6 @@ from robustgsl.errors import InputError
 from robustgsl.evaluate import Log, ReferenceScores, Scores, score, write_evaluation
 from robustgsl.external import ExternalModel
 from robustgsl.heads import validate_head_name
-from robustgsl.metrics import CLEAN
 from robustgsl.schema import corruption as corruption_schema
 from robustgsl.schema import names
 from robustgsl.schema.evaluation import ERRORS_COLUMNS

@@ -83,10 +83,10 @@ def _metavar(spec) -> str:
 
 def _option(spec, default, default_text: str | None, **extra) -> click.Option:
     """The click option of one config field; ``default_text`` is shown in brackets after the help."""
-    help_text = f"{spec.help} [{default_text}]" if default_text else spec.help
-    if spec.multiple:
+    if spec.multiple:  # given once per item: no default to show
         return click.Option([spec.flag, spec.name], type=_OptionValue(spec), multiple=True, metavar=_metavar(spec),
-                            help=help_text, **extra)
+                            help=spec.help, **extra)
+    help_text = f"{spec.help} [{default_text}]" if default_text else spec.help
     if spec.is_flag and default is False:  # a plain flag: off unless given
         return click.Option([spec.flag, spec.name], is_flag=True, help=help_text, **extra)
     if spec.is_flag:
@@ -277,7 +277,8 @@ _CORRUPTED_DATASETS = ("cifar10", "cifar100", "digits", "imagefolder")
               help="Output folder [corruptions/<DATASET>-C, e.g. corruptions/CIFAR-10-C; an image folder's: "
                    "corruptions/<its name>-C].")
 @click.option("--corruptions", default="all", show_default=True,
-              help="'all' (the 15 of CIFAR-10-C), 'extra' (the 4 extra) or names separated by commas.")
+              help="'all' (the 15 of CIFAR-10-C), 'extra' (the 4 extra), a family (noise, blur, weather, digital) "
+                   "or names separated by commas.")
 @click.option("--severities", default="1,2,3,4,5", show_default=True,
               help="Severities to write, stacked in ascending order (all 5 give the released layout).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")

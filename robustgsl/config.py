@@ -202,7 +202,8 @@ class EvalConfig:
     corruption_dir: str | None = setting(
         None, "Corruption data: a folder made by `robustgsl corrupt` or a released CIFAR-10-C / CIFAR-100-C "
               "folder.", folder=True, default_text="corruptions/<DATASET>-C, generated when missing or incomplete")
-    corruptions: str = setting("all", "all (the 15), extra (the 4 extra ones) or a comma-separated list.")
+    corruptions: str = setting("all", "all (the 15), extra (the 4 extra ones), a family (noise, blur, weather, "
+                                      "digital) or a comma-separated list.")
     severities: str = setting("1,2,3,4,5", "Severities, comma-separated.")
     heads: tuple[str, ...] | None = setting(None, "Comma-separated heads among argmax, 1nn, 10nn, svc.",
                                             default_text="all that apply; argmax for CE only")

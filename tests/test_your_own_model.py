@@ -308,3 +308,19 @@ def test_import_robustgsl_stays_light():
     code = ("import sys, robustgsl; assert 'torch' not in sys.modules, 'torch imported'; "
             "assert callable(robustgsl.benchmark) and 'torch' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_the_readmes_python_example_runs(tmp_path):
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Your own model"):readme.index("### Your own data")]
+    code = section[section.index("```python") + len("```python"):]
+    code = code[:code.index("```")]
+    env = {"PYTHONPATH": str(Path(__file__).parent.parent), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    clean, robust = map(float, done.stdout.splitlines()[0].split())
+    assert 0 <= clean <= 1 and 0 <= robust <= 1
+    assert evaluation_folder_problems(tmp_path / "reports/my-model") == []
+    assert (tmp_path / "reports/my-model/index.html").is_file()
