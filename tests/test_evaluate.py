@@ -15,6 +15,7 @@ from robustgsl import runs
 from robustgsl.cli import main
 from robustgsl.config import EvalConfig, make_config
 from robustgsl.data import load_dataset
+from robustgsl.errors import InputError
 from robustgsl.evaluate import evaluate
 from robustgsl.train import train_both
 
@@ -278,3 +279,21 @@ def test_without_a_baseline_the_tables_still_follow_the_schema(pair, evaluation,
     assert per_corruption["ce"].isna().all() and per_corruption["relative_ce"].isna().all()
     corrupted = errors[errors["corruption"] == "contrast"]
     assert per_corruption["mean_error"].item() == pytest.approx(corrupted["error"].mean())
+
+
+def test_benchmark_of_a_run_folder_gives_the_numbers_of_evaluate(evaluation, pair):
+    import robustgsl
+
+    out, corruption_dir = evaluation
+    result = robustgsl.benchmark(pair / "ce", dataset="digits", corruptions=CORRUPTIONS, heads=("argmax", "10nn"),
+                                 corruption_dir=corruption_dir, device="cpu", n_bootstrap=20)
+    errors = pd.read_csv(out / "errors.csv").set_index(["model", "head", "corruption", "severity"])["error"]
+    assert result.model == "ce" and result.heads == ("argmax", "10nn")
+    for (corruption, severity), row in result.errors.iterrows():
+        for head in ("argmax", "10nn"):
+            assert row[head] == pytest.approx(errors[("ce", head, corruption, severity)])
+    with pytest.raises(InputError, match="none of the heads argmax applies"):
+        robustgsl.benchmark(pair / "gsl", dataset="digits", corruptions="contrast", corruption_dir=corruption_dir,
+                            device="cpu")
+    with pytest.raises(InputError, match="--dataset cifar10, but the run folders were trained on digits"):
+        robustgsl.benchmark(pair / "ce", dataset="cifar10", corruption_dir=corruption_dir, device="cpu")
