@@ -280,7 +280,7 @@ def test_cli_writes_a_tiny_digits_set_and_a_grid(tmp_path, monkeypatch):
 @pytest.mark.parametrize("args, message", [
     (["--corruptions", "fogg"], "unknown corruption 'fogg'"),
     (["--severities", "0,1"], "severity must be an integer from 1 to 5, got 0"),
-    (["--dataset", "imagenet"], "--dataset must be cifar10, cifar100 or digits, got 'imagenet'"),
+    (["--dataset", "imagenet"], "--dataset must be one of cifar10, cifar100, digits, imagefolder, got 'imagenet'"),
 ])
 def test_cli_bad_input_exits_2_with_a_message(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
