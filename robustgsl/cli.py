@@ -85,6 +85,9 @@ def _metavar(spec) -> str:
 
 def _option(spec, default, default_text: str | None, **extra) -> click.Option:
     """The click option of one config field; ``default_text`` is shown in brackets after the help."""
+    if spec.multiple:  # given once per item: no default to show
+        return click.Option([spec.flag, spec.name], type=_OptionValue(spec), multiple=True, metavar=_metavar(spec),
+                            help=spec.help, **extra)
     help_text = f"{spec.help} [{default_text}]" if default_text else spec.help
     if spec.is_flag and default is False:  # a plain flag: off unless given
         return click.Option([spec.flag, spec.name], is_flag=True, help=help_text, **extra)
@@ -118,7 +121,7 @@ def main() -> None:
 # --- training -------------------------------------------------------------------------------------
 
 # Options of the training call that are not part of the recipe (robustgsl.train.train's keywords).
-_RUN_OPTIONS = ("data_dir", "download", "device")
+_RUN_OPTIONS = ("data_dir", "download", "device", "resize")
 
 
 def _preset_default_text(spec) -> str:
@@ -269,19 +272,26 @@ def sweep(loss: str, param: tuple[str, ...], seeds: str, **options) -> None:
 
 def _evaluation_params() -> list[click.Parameter]:
     from robustgsl.config import EVAL_OPTIONS
+    from robustgsl.external import EXTERNAL_OPTIONS
 
-    return [_option(spec, spec.default, _default_text(spec)) for spec in EVAL_OPTIONS]
+    return [_option(spec, spec.default, _default_text(spec)) for spec in EXTERNAL_OPTIONS + EVAL_OPTIONS]
 
 
 @main.command(cls=_ConfigCommand, make_params=_evaluation_params)
 @click.argument("run_dirs", nargs=-1, type=click.Path(file_okay=False))
 def evaluate(run_dirs, **options) -> None:
-    """Clean error, MCE and relative MCE of trained runs [default: the last train-both pair]."""
+    """Clean error, MCE and relative MCE of trained runs and of --model models [default: the last train-both pair].
+
+    Each of --weights, --normalize, --features and --model-name is given once per --model, in the same
+    order ("-" for a model without one), or not at all.
+    """
     from robustgsl.config import EvalConfig
     from robustgsl.evaluate import evaluate as run_evaluation
+    from robustgsl.external import EXTERNAL_OPTIONS, external_specs
 
+    models = external_specs(**{spec.name: options.pop(spec.name) for spec in EXTERNAL_OPTIONS})
     config = EvalConfig(**options)
-    out_dir = run_evaluation(list(run_dirs) or None, config, log=None if config.quiet else _echo)
+    out_dir = run_evaluation(list(run_dirs) or None, config, log=None if config.quiet else _echo, models=models)
     if config.report:
         click.echo(f"report: {out_dir / 'index.html'}")
 
@@ -298,18 +308,41 @@ def report(eval_dir, out, title) -> None:
     click.echo(f"report: {path}")
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--format", "format_", type=click.Choice(["kuangliu", "robustbench"]), required=True,
+              help="kuangliu: a state dict for kuangliu/pytorch-cifar's PreActResNet18 (normalisation in a sidecar "
+                   "JSON); robustbench: refused, with the reason (its PreActBlock computes another function).")
+@click.option("--out", type=click.Path(dir_okay=False), required=True,
+              help="File to write (.pt with torch.save, .safetensors with safetensors), plus <out>.json.")
+def export(run_dir, format_, out) -> None:
+    """Write a finished run's weights for another code base's network."""
+    from robustgsl.export import SIDECAR_SUFFIX, export_weights
+
+    path = export_weights(run_dir, format=format_, out=out)
+    click.echo(f"wrote {path} and {path}{SIDECAR_SUFFIX}")
+
+
 # --- corruptions ----------------------------------------------------------------------------------
 
+_CORRUPTED_DATASETS = ("cifar10", "cifar100", "digits", "imagefolder")
+
+
 @main.command()
-@click.option("--dataset", default="cifar10", show_default=True, help="cifar10, cifar100 or digits (test split).")
+@click.option("--dataset", default="cifar10", show_default=True,
+              help="cifar10, cifar100, digits or imagefolder (test split).")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),
-              help="Folder holding the released data set files (default: ./data).")
+              help="Folder holding the released data set files (default: ./data), or the image folder.")
+@click.option("--resize", is_flag=True,
+              help="Image folders: resize images that are not 32x32 to 32x32 (PIL bicubic) instead of refusing them.")
 @click.option("--download/--no-download", default=True, show_default=True,
               help="Download a missing data set with torchvision.")
 @click.option("--out", default=None, type=click.Path(),
-              help="Output folder [corruptions/<DATASET>-C, e.g. corruptions/CIFAR-10-C].")
+              help="Output folder [corruptions/<DATASET>-C, e.g. corruptions/CIFAR-10-C; an image folder's: "
+                   "corruptions/<its name>-C].")
 @click.option("--corruptions", default="all", show_default=True,
-              help="'all' (the 15 of CIFAR-10-C), 'extra' (the 4 extra) or names separated by commas.")
+              help="'all' (the 15 of CIFAR-10-C), 'extra' (the 4 extra), a family (noise, blur, weather, digital) "
+                   "or names separated by commas.")
 @click.option("--severities", default="1,2,3,4,5", show_default=True,
               help="Severities to write, stacked in ascending order (all 5 give the released layout).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
@@ -319,8 +352,8 @@ def report(eval_dir, out, title) -> None:
               help="Only write grid.png in the output folder: one test image under every corruption and severity.")
 @click.option("--grid-index", default=0, show_default=True, type=int, help="Test image shown by --grid.")
 @click.option("--quiet", is_flag=True, help="No progress bars or summary lines.")
-def corrupt(dataset, data_dir, download, out, corruptions, severities, seed, workers, overwrite, grid, grid_index,
-            quiet) -> None:
+def corrupt(dataset, data_dir, resize, download, out, corruptions, severities, seed, workers, overwrite, grid,
+            grid_index, quiet) -> None:
     """Write a corrupted test set in the CIFAR-10-C layout (<name>.npy, labels.npy, manifest.json)."""
     from pathlib import Path
 
@@ -328,13 +361,13 @@ def corrupt(dataset, data_dir, download, out, corruptions, severities, seed, wor
     from robustgsl.corruptions.dataset import default_out_dir, write_corruption_dataset
     from robustgsl.data import load_test_images
 
-    if dataset not in ("cifar10", "cifar100", "digits"):
-        raise InputError(f"--dataset must be cifar10, cifar100 or digits, got {dataset!r}")
+    if dataset not in _CORRUPTED_DATASETS:
+        raise InputError(f"--dataset must be one of {', '.join(_CORRUPTED_DATASETS)}, got {dataset!r}")
     names = resolve_corruptions(corruptions)  # check options before loading any data
     severity_list = parse_severities(severities)
-    out_dir = Path(out) if out is not None else default_out_dir(dataset)
+    out_dir = Path(out) if out is not None else default_out_dir(dataset, data_dir)
     log = (lambda message: None) if quiet else _echo
-    images, labels = load_test_images(dataset, data_dir, download=download)
+    images, labels = load_test_images(dataset, data_dir, download=download, resize=resize)
     if grid:
         from robustgsl.corruptions.grid import save_grid_png
 

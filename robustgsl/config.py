@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from robustgsl.corruptions import parse_severities, resolve_corruptions
-from robustgsl.data import DATASETS, dataset_info
+from robustgsl.data import BUILTIN_DATASETS, DATASETS, dataset_info
 from robustgsl.errors import InputError
 from robustgsl.heads import DEFAULT_SVC_TRAIN_SIZE, validate_head_name
 from robustgsl.models import NORMALIZATIONS
@@ -60,7 +60,8 @@ def parse_k(text: str) -> int | None:
 class TrainConfig:
     loss: str = setting("ce", "ce (cross-entropy, argmax head) or gsl (graph smoothness loss).", choices=LOSSES,
                         cli=False)
-    dataset: str = setting("cifar10", "Training and test data.", choices=DATASETS)
+    dataset: str = setting("cifar10", "Training and test data (imagefolder: your own, --data-dir DIR holding "
+                                      "train/<class>/ and test/<class>/).", choices=DATASETS)
     preset: str = setting(
         "recommended", "paper (Bontonou et al. 2019: 200 epochs, batch 100, SGD Nesterov, lr 0.1 /10 at 100 and "
                        "150; Adam 1e-3 for CIFAR-100), recommended (the paper's, and for GSL a 2-epoch warm-up, "
@@ -160,17 +161,22 @@ def make_config(loss: str, preset: str = "recommended", dataset: str | None = No
     return config
 
 
-def resolve_config(config: TrainConfig) -> TrainConfig:
-    """``config`` with its derived values filled in (GSL: d = number of classes unless given)."""
-    if config.loss == "gsl" and config.embedding_dim is None and config.dataset in DATASETS:
-        return dataclasses.replace(config, embedding_dim=dataset_info(config.dataset).num_classes)
+def resolve_config(config: TrainConfig, num_classes: int | None = None) -> TrainConfig:
+    """``config`` with its derived values filled in (GSL: d = number of classes unless given). An image
+    folder's classes are known once it is read: pass ``num_classes`` then."""
+    if config.loss == "gsl" and config.embedding_dim is None:
+        if num_classes is None and config.dataset in BUILTIN_DATASETS:
+            num_classes = dataset_info(config.dataset).num_classes
+        if num_classes is not None:
+            return dataclasses.replace(config, embedding_dim=num_classes)
     return config
 
 
-def paper_deviations(config: TrainConfig) -> list[str]:
+def paper_deviations(config: TrainConfig, num_classes: int | None = None) -> list[str]:
     """How ``config``'s recipe differs from the paper's for the same loss and data set, one
-    "field: value (paper: value)" per differing field (monitoring, speed and naming options left out)."""
-    paper = make_config(config.loss, "paper", config.dataset)
+    "field: value (paper: value)" per differing field (monitoring, speed and naming options left out);
+    ``num_classes`` for an image folder (the paper's d)."""
+    paper = resolve_config(make_config(config.loss, "paper", config.dataset), num_classes)
     ignored = NOT_RECIPE + (_GSL_ONLY if config.loss == "ce" else ())  # GSL's options do nothing for CE
     return [f"{f.name}: {getattr(config, f.name)!r} (paper: {getattr(paper, f.name)!r})"
             for f in dataclasses.fields(TrainConfig)
@@ -235,7 +241,8 @@ class EvalConfig:
     corruption_dir: str | None = setting(
         None, "Corruption data: a folder made by `robustgsl corrupt` or a released CIFAR-10-C / CIFAR-100-C "
               "folder.", folder=True, default_text="corruptions/<DATASET>-C, generated when missing or incomplete")
-    corruptions: str = setting("all", "all (the 15), extra (the 4 extra ones) or a comma-separated list.")
+    corruptions: str = setting("all", "all (the 15), extra (the 4 extra ones), a family (noise, blur, weather, "
+                                      "digital) or a comma-separated list.")
     severities: str = setting("1,2,3,4,5", "Severities, comma-separated.")
     heads: tuple[str, ...] | None = setting(None, "Comma-separated heads among argmax, 1nn, 10nn, svc.",
                                             default_text="all that apply; argmax for CE only")
@@ -247,8 +254,16 @@ class EvalConfig:
     seed: int = setting(0, "Seed of the bootstrap and the SVC subset.")
     corruption_seed: int = setting(0, "Seed of the corruption data generated when the folder is missing or "
                                       "incomplete.")
-    data_dir: str | None = setting(None, "Folder holding the released data set files.", folder=True,
-                                   default_text="./data")
+    data_dir: str | None = setting(None, "Folder holding the released data set files (imagefolder: the image "
+                                         "folder).", folder=True,
+                                   default_text="./data; an image-folder run's recorded folder")
+    dataset: str | None = setting(None, "Data set of --model models; run folders bring their own (they must agree).",
+                                  choices=DATASETS, default_text="the runs' data set, else cifar10")
+    resize: bool = setting(False, "Image folders: resize images that are not 32x32 to 32x32 (PIL bicubic; the "
+                                  "results say how many) instead of refusing them (a run trained so is evaluated so).")
+    n_examples: int | None = setting(None, "Evaluate the first N test images only (RobustBench's n_examples).",
+                                     default_text="all")
+    batch_size: int | None = setting(None, "Test images per forward pass.", default_text="4096 on CUDA, 500 on the CPU")
     download: bool = setting(True, "Download a missing data set with torchvision.")
     device: str | None = setting(None, "cpu, cuda or cuda:N.", default_text="cuda when available")
     workers: int | None = setting(None, "Processes for generating corruptions.", default_text="all cores")
@@ -285,3 +300,7 @@ def validate_eval_config(config: EvalConfig) -> None:
            f"SVC training size must be >= 2, got {config.svc_train_size}")
     _check(config.grid_image_index >= 0, f"grid image index must be >= 0, got {config.grid_image_index}")
     _check(config.workers is None or config.workers >= 1, f"workers must be >= 1, got {config.workers}")
+    _check(config.dataset is None or config.dataset in DATASETS,
+           f"unknown data set {config.dataset!r}; valid: {', '.join(DATASETS)}")
+    _check(config.n_examples is None or config.n_examples >= 1, f"n_examples must be >= 1, got {config.n_examples}")
+    _check(config.batch_size is None or config.batch_size >= 1, f"batch size must be >= 1, got {config.batch_size}")

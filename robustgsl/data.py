@@ -3,7 +3,9 @@
 Every data set is returned as ``images`` uint8 (N, 32, 32, 3) and ``labels`` int64 (N,). CIFAR-10,
 CIFAR-100 and SVHN are read from their released on-disk formats in ``data_dir`` (downloaded there
 with torchvision first when allowed and missing). ``digits`` is scikit-learn's handwritten digits
-rendered to 32x32 RGB: real images that ship with scikit-learn, the offline default.
+rendered to 32x32 RGB: real images that ship with scikit-learn, the offline default. ``imagefolder``
+is a folder of your own in torchvision's ImageFolder layout (robustgsl/imagefolder.py), ``data_dir``
+itself; its DatasetInfo comes from the folder (``imagefolder_record``, kept in a run's config.json).
 
 Training keeps the whole set on the device as uint8 and augments each batch there (random crop with
 4-pixel zero padding and horizontal flip, as in kuangliu/pytorch-cifar), the airbench way: no
@@ -21,7 +23,9 @@ import torch
 
 from robustgsl.errors import InputError
 
-DATASETS = ("cifar10", "cifar100", "svhn", "digits")
+IMAGEFOLDER = "imagefolder"
+BUILTIN_DATASETS = ("cifar10", "cifar100", "svhn", "digits")
+DATASETS = BUILTIN_DATASETS + (IMAGEFOLDER,)
 
 
 @dataclass(frozen=True)
@@ -49,17 +53,33 @@ DIGITS_TEST_FRACTION = 0.3
 DIGITS_SPLIT_SEED = 0
 
 
-def dataset_info(name: str) -> DatasetInfo:
+def dataset_info(name: str, image_folder: dict | None = None) -> DatasetInfo:
+    """A built-in data set's DatasetInfo, or an image folder's from its record (``imagefolder_record``)."""
+    if name == IMAGEFOLDER:
+        if image_folder is None:
+            raise InputError("an image folder's classes and statistics come from the folder: read its record with "
+                             "robustgsl.imagefolder.imagefolder_record(DIR)")
+        from robustgsl.imagefolder import record_dataset_info
+
+        return record_dataset_info(image_folder)
     if name not in DATASET_INFO:
         raise InputError(f"unknown data set {name!r}; valid: {', '.join(DATASETS)}")
     return DATASET_INFO[name]
 
 
-def load_dataset(name: str, split: str, data_dir: str | Path | None = None, download: bool = True):
-    """Return (images uint8 (N, 32, 32, 3), labels int64 (N,)) of ``split`` ("train" or "test")."""
-    dataset_info(name)
+def load_dataset(name: str, split: str, data_dir: str | Path | None = None, download: bool = True,
+                 resize: bool = False):
+    """Return (images uint8 (N, 32, 32, 3), labels int64 (N,)) of ``split`` ("train" or "test").
+
+    ``resize`` applies to image folders only (other sizes resized to 32x32 instead of refused).
+    """
     if split not in ("train", "test"):
         raise InputError(f"split must be 'train' or 'test', got {split!r}")
+    if name == IMAGEFOLDER:
+        from robustgsl.imagefolder import load_imagefolder
+
+        return load_imagefolder(_imagefolder_root(data_dir), split, resize=resize)[:2]
+    dataset_info(name)
     if name == "digits":
         return _load_digits(split)
     root = Path(data_dir) if data_dir is not None else Path("data")
@@ -82,9 +102,16 @@ def load_dataset(name: str, split: str, data_dir: str | Path | None = None, down
     return images, labels
 
 
-def load_test_images(dataset: str, data_dir: str | Path | None = None, download: bool = True):
+def _imagefolder_root(data_dir: str | Path | None) -> Path:
+    if data_dir is None:
+        raise InputError("--dataset imagefolder needs --data-dir DIR, the folder holding train/<class>/ and "
+                         "test/<class>/")
+    return Path(data_dir)
+
+
+def load_test_images(dataset: str, data_dir: str | Path | None = None, download: bool = True, resize: bool = False):
     """The test split, as used by the corruption generator and the evaluation."""
-    return load_dataset(dataset, "test", data_dir=data_dir, download=download)
+    return load_dataset(dataset, "test", data_dir=data_dir, download=download, resize=resize)
 
 
 # --- digits -------------------------------------------------------------------------------------

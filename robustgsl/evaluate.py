@@ -1,19 +1,23 @@
-"""Evaluation: trained runs x heads x (clean + corrupted test sets) -> error tables, MCE, report.
+"""Evaluation: models x heads x (clean + corrupted test sets) -> error tables, MCE, report.
 
-``evaluate`` reads as its steps: load (models, data, corruption files) -> fit heads -> score -> summarise
--> write. For every model the training images (no augmentation, eval mode) give the reference
-embeddings of the k-NN and SVC heads (cached in the run folder, keyed by the weights' and the images'
-content and verified: robustgsl/cache.py). The clean test set and each corruption file (streamed with
+The models are robustgsl's run folders and models robustgsl did not train (``robustgsl.external``:
+``--model MODULE:FACTORY``, or a module passed to ``robustgsl.benchmark``). ``evaluate`` reads as its steps:
+load (models, data, corruption files) -> fit heads -> score -> summarise -> write; ``score`` is all but
+the last, for callers that keep the results in memory (robustgsl/benchmarking.py). For every model the
+training images (no augmentation, eval mode) give the reference embeddings of the k-NN and SVC heads
+(cached in a run's folder, keyed by the weights' and the images' content and verified: robustgsl/cache.py;
+an external model has no folder and no cache). The clean test set and each corruption file (streamed with
 ``mmap_mode``, one at a time) go through the model once; every head classifies the same outputs.
-Per-image correctness is kept so the paired bootstrap can resample test images. The evaluation folder
-is written as a whole (robustgsl.io.atomic_folder): its writability is checked before the work starts,
-its files are written into a temporary sibling folder, which replaces the old folder only once complete.
-So the folder holds one evaluation's files, never a mix of two, and a failed evaluation changes nothing.
+Per-image correctness is kept so the paired bootstrap can resample test images. The evaluation folder is
+written as a whole (robustgsl.io.atomic_folder): a given ``--out`` is checked before the work starts, the
+files are written into a temporary sibling folder, which replaces the old folder only once complete. So
+the folder holds one evaluation's files, never a mix of two, and a failed evaluation changes nothing.
 The files of an evaluation folder are defined in robustgsl/schema/evaluation.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import time
@@ -29,23 +33,26 @@ from robustgsl import cache, runs
 from robustgsl.config import EvalConfig, parse_baseline, validate_eval_config
 from robustgsl.corruptions import CONSTANTS_SOURCE, SEVERITIES, parse_severities, resolve_corruptions
 from robustgsl.corruptions.dataset import (
-    default_out_dir, read_manifest, verify_corruption_dataset, write_corruption_dataset,
+    array_sha256, default_out_dir, read_manifest, verify_corruption_dataset, write_corruption_dataset,
 )
-from robustgsl.data import load_dataset
+from robustgsl.data import IMAGEFOLDER, dataset_info, load_dataset
 from robustgsl.device import infer, resolve_device
 from robustgsl.errors import InputError, WriteError
+from robustgsl.external import ExternalModel, ExternalSpec, load_external_model
 from robustgsl.heads import HEADS, KnnHead, make_head
+from robustgsl.imagefolder import imagefolder_record
 from robustgsl.io import (
-    atomic_folder, remove_stale_temporaries, save_npz_atomic, sha256_file, write_csv_atomic, write_json_atomic,
+    atomic_folder, check_replaceable_folder, remove_stale_temporaries, save_npz_atomic, sha256_file, write_csv_atomic,
+    write_json_atomic,
 )
 from robustgsl.metrics import (
-    CLEAN, bootstrap_intervals, corruption_error_table, robustbench_table, summary_table,
+    CLEAN, bootstrap_intervals, corruption_error_table, robustbench_summary_table, robustbench_table, summary_table,
 )
 from robustgsl.schema import corruption as corruption_schema
 from robustgsl.schema import names as column_names
 from robustgsl.schema.evaluation import (
     CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_COLUMNS, ERRORS_FILE, EXAMPLES_FILE, FILES, RECORD_FILE,
-    REPORT_FILE, ROBUSTBENCH_FILE, SUMMARY_FILE, embedding_array, summary_columns,
+    REPORT_FILE, ROBUSTBENCH_FILE, ROBUSTBENCH_SUMMARY_FILE, SUMMARY_FILE, embedding_array, summary_columns,
 )
 from robustgsl.schema.run import CACHE_DIR
 
@@ -57,19 +64,44 @@ BOOTSTRAP_LEVEL = 0.95
 # Outputs and embeddings of the clean and corrupted test sets are cached per checkpoint when the
 # embedding is this small (GSL: d = classes); the 512-d CE features would take 1.5 GB per model.
 CACHE_MAX_DIM = 64
+# The data set evaluated when only external models are given and no --dataset (RobustBench's default).
+DEFAULT_EXTERNAL_DATASET = "cifar10"
+EMBEDDING_HEADS = tuple(head for head in HEADS if head != "argmax")
 
 
 @dataclass
 class EvaluatedModel:
+    """One model to score: a robustgsl run, or a model robustgsl did not train."""
+
     name: str
-    run_dir: Path
-    config: dict
-    model: torch.nn.Module
+    model: torch.nn.Module  # forward_with_embedding(x) -> (outputs, embedding)
     heads: list[str]
-    weights_sha256: str
+    entry: dict  # its entry in evaluation.json's "models" (robustgsl/schema/evaluation.py MODEL_FIELDS)
+    run_dir: Path | None = None  # a run's folder (and its cache); None for an external model
+    # bf16 autocast on CUDA for robustgsl's own models (their head runs in float32); external models run
+    # in float32, as RobustBench evaluates them: their numerics under bf16 are unknown.
+    amp: bool = True
     wall_time_s: float = 0.0
     fitted: dict = field(default_factory=dict)
     cache_off: bool = False  # set when its cache folder cannot be written (a read-only run folder)
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.entry["weights_sha256"]
+
+
+@dataclass(frozen=True)
+class ReferenceScores:
+    """A baseline scored elsewhere (``robustgsl.benchmark``'s ``baseline``): its error rates, and whether it
+    misclassified each test image where that is known (then the bootstrap intervals are paired with it)."""
+
+    name: str
+    head: str
+    errors: pd.DataFrame  # ERRORS_COLUMNS rows of (name, head), (CLEAN, 0) included
+    entry: dict  # its entry in evaluation.json's "models" (kind "reference")
+    wrong: np.ndarray | None = None  # bool (len(rows), n_test)
+    rows: tuple[tuple[str, int], ...] | None = None
+    test_digest: str | None = None  # of the test images ``wrong`` is about
 
 
 @dataclass
@@ -80,6 +112,18 @@ class Tables:
     summary: pd.DataFrame
     corruption_summary: pd.DataFrame
     robustbench: pd.DataFrame
+    robustbench_summary: pd.DataFrame
+
+
+@dataclass
+class Scores:
+    """An evaluation before it is written: what was read, per-image results, tables, embedding views."""
+
+    inputs: "_Inputs"
+    wrong: dict[tuple[str, str], np.ndarray]  # (model, head) -> bool (len(rows), n_test), scored here
+    tables: Tables
+    embeddings: dict[str, np.ndarray]
+    started: float
 
 
 def default_heads(loss: str) -> list[str]:
@@ -88,33 +132,55 @@ def default_heads(loss: str) -> list[str]:
 
 
 def evaluate(run_dirs: Sequence[str | Path] | None = None, config: EvalConfig | None = None,
-             log: Log | None = None) -> Path:
-    """Evaluate runs (default: the last train-both pair) on the clean and corrupted test sets; write the
-    tables (and the report) into the evaluation folder, and return it."""
+             log: Log | None = None, models: Sequence[ExternalSpec | ExternalModel] = ()) -> Path:
+    """Evaluate runs (default, when no ``models`` either: the last train-both pair) and external ``models``
+    on the clean and corrupted test sets; write the tables (and the report) into the evaluation folder,
+    and return it."""
     config = config or EvalConfig()
-    validate_eval_config(config)
     log = log or (lambda message: None)
+    planned = _planned_out_dir(run_dirs, models, config)
+    if planned is not None:  # checked before the long work (else once the models' names are known)
+        check_replaceable_folder(planned, may_replace=is_evaluation_folder)
+    scores = score(run_dirs, config, log, models)
+    return write_evaluation(scores, config, log)
+
+
+def score(run_dirs: Sequence[str | Path] | None, config: EvalConfig, log: Log,
+          models: Sequence[ExternalSpec | ExternalModel] = (), reference: ReferenceScores | None = None) -> Scores:
+    """Load, fit the heads, score and summarise; nothing is written but the runs' caches. ``reference``, a
+    baseline scored elsewhere, joins the tables as the baseline."""
+    validate_eval_config(config)
     started = time.time()
-    run_dirs = [Path(p) for p in run_dirs] if run_dirs else runs.find_last_pair()
-    out_dir = Path(config.out_dir) if config.out_dir is not None else \
-        Path("reports") / run_dirs[0].resolve().parent.name
+    inputs = _load(run_dirs, models, config, reference, log)
+    wrong: dict[tuple[str, str], np.ndarray] = {}
+    embeddings = {"labels": inputs.test_labels[inputs.sample],
+                  "embedding_corruption": np.array(inputs.embedding_corruption)}
+    for item in inputs.models:
+        model_started = time.time()
+        _fit_heads(item, inputs, config, log)
+        wrong.update(_score(item, inputs, config, embeddings, log))
+        item.wall_time_s = time.time() - model_started
+    extra_errors = None
+    if inputs.reference is not None:
+        reference_wrong, extra_errors = _reference_rows(inputs.reference, inputs)
+        if reference_wrong is not None:
+            wrong[(inputs.reference.name, inputs.reference.head)] = reference_wrong
+    tables = summarise(wrong, inputs.rows, inputs.baseline, inputs.corruptions, config.n_bootstrap, config.seed,
+                       extra_errors=extra_errors)
+    _log_summary(tables.summary, inputs.corruptions, log)
+    return Scores(inputs, wrong, tables, embeddings, started)
+
+
+def write_evaluation(scores: Scores, config: EvalConfig, log: Log | None = None) -> Path:
+    """Write an evaluation folder (``config.out_dir``, default reports/<name>) and, if asked, its report."""
+    log = log or (lambda message: None)
+    out_dir = Path(config.out_dir) if config.out_dir is not None else _default_out_dir(scores.inputs)
     with atomic_folder(out_dir, may_replace=is_evaluation_folder) as staging:
-        inputs = _load(run_dirs, config, log)
-        wrong: dict[tuple[str, str], np.ndarray] = {}
-        embeddings = {"labels": inputs.test_labels[inputs.sample],
-                      "embedding_corruption": np.array(inputs.embedding_corruption)}
-        for item in inputs.models:
-            model_started = time.time()
-            _fit_heads(item, inputs, config, log)
-            wrong.update(_score(item, inputs, config, embeddings, log))
-            item.wall_time_s = time.time() - model_started
-        tables = summarise(wrong, inputs.rows, inputs.baseline, inputs.corruptions, config.n_bootstrap, config.seed)
-        _write(staging, inputs, config, tables, embeddings, started)
+        _write(staging, scores, config)
         if config.report:
             from robustgsl.report import write_report
 
             write_report(staging, folder_name=Path(os.path.abspath(out_dir)).name)
-    _log_summary(tables.summary, inputs.corruptions, log)
     if config.report:
         log(f"Report written to {out_dir / REPORT_FILE}")
     return out_dir
@@ -126,7 +192,34 @@ def is_evaluation_folder(folder: Path) -> bool:
     return (folder / RECORD_FILE).is_file() or all(path.name in FILES for path in folder.iterdir())
 
 
+def _default_out_dir(inputs: "_Inputs") -> Path:
+    """reports/<the first run's parent folder>, or reports/<the first external model's name>."""
+    first = inputs.models[0]
+    return Path("reports") / (first.run_dir.resolve().parent.name if first.run_dir is not None else first.name)
+
+
+def _planned_out_dir(run_dirs, models, config: EvalConfig) -> Path | None:
+    """The evaluation folder, when it is known before the models are loaded."""
+    if config.out_dir is not None:
+        return Path(config.out_dir)
+    if run_dirs or not models:
+        first = Path(run_dirs[0]) if run_dirs else runs.find_last_pair()[0]
+        return Path("reports") / first.resolve().parent.name
+    return None
+
+
 # --- load -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _DataSet:
+    """The data set all the models are evaluated on."""
+
+    name: str
+    num_classes: int
+    data_dir: str | None
+    resize: bool
+    image_folder: dict | None  # robustgsl.imagefolder.imagefolder_record, for dataset imagefolder
+
 
 @dataclass
 class _Inputs:
@@ -134,21 +227,24 @@ class _Inputs:
 
     models: list[EvaluatedModel]
     device: torch.device
-    num_classes: int
+    data: _DataSet
     train_images: np.ndarray
     train_labels: np.ndarray
-    test_images: np.ndarray
+    test_images: np.ndarray  # the first n_examples test images (all by default)
     test_labels: np.ndarray
+    n_full: int  # test images in the data set (and in each severity block of a corruption file)
     source: dict  # evaluation.json's corruption_source
     corruptions: tuple[str, ...]
     severities: tuple[int, ...]
     rows: list[tuple[str, int]]  # (corruption, severity) per row of the per-image arrays; (CLEAN, 0) first
     baseline: tuple[str, str] | None
+    reference: ReferenceScores | None
     file_digests: dict[str, str]  # short content digest per corruption file (cache keys)
     train_digest: str
     test_digest: str
     sample: np.ndarray  # test images of the embedding view
     embedding_corruption: str
+    batch_size: int | None
 
     @property
     def folder(self) -> Path:
@@ -156,39 +252,61 @@ class _Inputs:
 
     @property
     def dataset(self) -> str:
-        return self.models[0].config["dataset"]
+        return self.data.name
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
 
 
-def _load(run_dirs: list[Path], config: EvalConfig, log: Log) -> _Inputs:
+def _load(run_dirs, external, config: EvalConfig, reference: ReferenceScores | None, log: Log) -> _Inputs:
     names = resolve_corruptions(config.corruptions)
     severities = parse_severities(config.severities)
+    rows = [(CLEAN, 0)] + [(name, s) for name in names for s in severities]
+    if reference is not None:
+        _check_reference_covers(reference, rows)  # before any model, data or corruption is read
+    run_dirs = [Path(p) for p in run_dirs] if run_dirs else [] if external else runs.find_last_pair()
     device = resolve_device(config.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    models = _load_models(run_dirs, config.heads, device)
-    dataset, num_classes = models[0].config["dataset"], models[0].config["num_classes"]
-    baseline = _choose_baseline(models, config.baseline)
-
-    train_images, train_labels = load_dataset(dataset, "train", data_dir=config.data_dir, download=config.download)
-    test_images, test_labels = load_dataset(dataset, "test", data_dir=config.data_dir, download=config.download)
-    if config.grid_image_index >= len(test_labels):
-        raise InputError(f"grid image index {config.grid_image_index} is outside the test set "
-                         f"({len(test_labels)} images)")
-    source = prepare_corruptions(dataset, test_images, test_labels, num_classes, config.corruption_dir, names,
-                                 config.corruption_seed, config.workers, config.quiet, log)
-    n_test = len(test_labels)
+    models = _load_run_models(run_dirs, config.heads, device) + _load_external_models(external, config.heads, device)
+    _check_unique_names(models)
+    reference = _reference_named(reference, models)
+    baseline = _choose_baseline(models, config.baseline, reference)
+    data = _data_set(models, config)
+    train_images, train_labels = load_dataset(data.name, "train", data_dir=data.data_dir, download=config.download,
+                                              resize=data.resize)
+    test_images, test_labels = load_dataset(data.name, "test", data_dir=data.data_dir, download=config.download,
+                                            resize=data.resize)
+    n_full, n_test = len(test_labels), min(config.n_examples or len(test_labels), len(test_labels))
+    if config.grid_image_index >= n_test:
+        raise InputError(f"grid image index {config.grid_image_index} is outside the test images evaluated "
+                         f"({n_test})")
+    _check_outputs(models, test_images[:2], data, device)
+    source = prepare_corruptions(data.name, test_images, test_labels, data.num_classes, config.corruption_dir, names,
+                                 config.corruption_seed, config.workers, config.quiet, log, data_dir=data.data_dir)
+    test_images, test_labels = test_images[:n_test], test_labels[:n_test]
     return _Inputs(
-        models=models, device=device, num_classes=num_classes, train_images=train_images, train_labels=train_labels,
-        test_images=test_images, test_labels=test_labels, source=source, corruptions=names, severities=severities,
-        rows=[(CLEAN, 0)] + [(name, s) for name in names for s in severities], baseline=baseline,
+        models=models, device=device, data=data, train_images=train_images, train_labels=train_labels,
+        test_images=test_images, test_labels=test_labels, n_full=n_full, source=source, corruptions=names,
+        severities=severities, rows=rows,
+        baseline=baseline, reference=reference,
         file_digests=_file_digests(Path(source["path"]), names, source["manifest"]),
         train_digest=_array_digest(train_images), test_digest=_array_digest(test_images),
         sample=np.sort(np.random.RandomState(config.seed).permutation(n_test)[:EMBEDDING_SAMPLE]),
         embedding_corruption=EMBEDDING_CORRUPTION if EMBEDDING_CORRUPTION in names else names[0],
+        batch_size=config.batch_size,
     )
 
 
-def _load_models(run_dirs: Sequence[Path], heads, device) -> list[EvaluatedModel]:
+def _chosen_heads(applicable: list[str], heads, what: str) -> list[str]:
+    chosen = applicable if heads is None else [h for h in heads if h in applicable]
+    if not chosen:
+        raise InputError(f"none of the heads {', '.join(heads)} applies to {what} (applicable: {', '.join(applicable)})")
+    return chosen
+
+
+def _load_run_models(run_dirs: Sequence[Path], heads, device) -> list[EvaluatedModel]:
     models, seen = [], set()
     for run_dir in run_dirs:
         model, config = runs.load_model(run_dir, device)
@@ -198,25 +316,55 @@ def _load_models(run_dirs: Sequence[Path], heads, device) -> list[EvaluatedModel
         if name in seen:
             name = f"{name}-{run_dir.resolve().parent.name}"
         seen.add(name)
-        applicable = default_heads(config["loss"])
-        chosen = applicable if heads is None else [h for h in heads if h in applicable]
-        if not chosen:
-            raise InputError(f"none of the heads {', '.join(heads)} applies to {run_dir} "
-                             f"({config['loss']} model; applicable: {', '.join(applicable)})")
-        weights_sha = sha256_file(run_dir / runs.WEIGHTS_FILE)
-        models.append(EvaluatedModel(name, run_dir, config, model, chosen, weights_sha))
-    first = models[0].config
-    for item in models[1:]:
-        if (item.config["dataset"], item.config["num_classes"]) != (first["dataset"], first["num_classes"]):
-            raise InputError(
-                f"{item.run_dir} was trained on {item.config['dataset']} ({item.config['num_classes']} classes) but "
-                f"{models[0].run_dir} on {first['dataset']} ({first['num_classes']} classes); evaluate them separately")
+        chosen = _chosen_heads(default_heads(config["loss"]), heads, f"{run_dir} ({config['loss']} model)")
+        entry = {
+            "name": name, "kind": "run", "run_dir": str(run_dir.resolve()), "loss": config["loss"], "config": config,
+            "weights_sha256": sha256_file(run_dir / runs.WEIGHTS_FILE), "architecture": type(model).__name__,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "embedding": "penultimate features" if config["loss"] == "ce" else "outputs",
+        }
+        models.append(EvaluatedModel(name, model, chosen, entry, run_dir=run_dir))
     return models
 
 
-def _choose_baseline(models: list[EvaluatedModel], spec: str | None) -> tuple[str, str] | None:
-    """The baseline asked for (it must be evaluated), else ce/argmax when evaluated, else none."""
+def _load_external_models(external: Sequence[ExternalSpec | ExternalModel], heads, device) -> list[EvaluatedModel]:
+    models = []
+    for item in external:
+        model = item.to(device).eval() if isinstance(item, ExternalModel) else load_external_model(item, device)
+        applicable = ["argmax", *(EMBEDDING_HEADS if model.has_embedding else ())]
+        what = f"model {model.name!r}" + ("" if model.has_embedding else " (no embedding: name a --features layer)")
+        entry = {"name": model.name, "kind": "external", **{key: value for key, value in model.describe().items()
+                                                             if key != "name"}}
+        models.append(EvaluatedModel(model.name, model, _chosen_heads(applicable, heads, what), entry, amp=False))
+    return models
+
+
+def _check_unique_names(models: list[EvaluatedModel]) -> None:
+    seen = set()
+    for item in models:
+        if item.name in seen:
+            raise InputError(f"two models are called {item.name!r}; name them apart (--model-name NAME)")
+        seen.add(item.name)
+
+
+def _reference_named(reference: ReferenceScores | None, models: list[EvaluatedModel]) -> ReferenceScores | None:
+    """The reference, renamed <name>-baseline when an evaluated model has its name."""
+    if reference is None or reference.name not in {m.name for m in models}:
+        return reference
+    name = f"{reference.name}-baseline"
+    return dataclasses.replace(reference, name=name, errors=reference.errors.assign(model=name),
+                               entry=reference.entry | {"name": name})
+
+
+def _choose_baseline(models: list[EvaluatedModel], spec: str | None,
+                     reference: ReferenceScores | None) -> tuple[str, str] | None:
+    """A reference's key; else the baseline asked for (it must be evaluated), else ce/argmax when
+    evaluated, else none."""
     baseline = parse_baseline(spec)
+    if reference is not None:
+        if baseline is not None:
+            raise InputError(f"give a baseline result or --baseline {spec}, not both")
+        return reference.name, reference.head
     available = [(m.name, h) for m in models for h in m.heads]
     if baseline is not None and baseline not in available:
         raise InputError(f"baseline {spec} is not among the evaluated rows: "
@@ -224,6 +372,55 @@ def _choose_baseline(models: list[EvaluatedModel], spec: str | None) -> tuple[st
     if baseline is None and ("ce", "argmax") in available:
         baseline = ("ce", "argmax")
     return baseline
+
+
+def _data_set(models: list[EvaluatedModel], config: EvalConfig) -> _DataSet:
+    """The runs' data set (they must agree, and with --dataset), else --dataset, else cifar10."""
+    trained = [m for m in models if m.run_dir is not None]
+    first = trained[0].entry["config"] if trained else None
+    for item in trained[1:]:
+        other = item.entry["config"]
+        if _data_identity(other) != _data_identity(first):
+            raise InputError(
+                f"{item.run_dir} was trained on {other['dataset']} ({other['num_classes']} classes) but "
+                f"{trained[0].run_dir} on {first['dataset']} ({first['num_classes']} classes); evaluate them "
+                f"separately")
+    name = first["dataset"] if first else config.dataset or DEFAULT_EXTERNAL_DATASET
+    if first and config.dataset not in (None, name):
+        raise InputError(f"--dataset {config.dataset}, but the run folders were trained on {name}")
+    if name != IMAGEFOLDER:
+        return _DataSet(name, dataset_info(name).num_classes, config.data_dir, False, None)
+    recorded = first.get("image_folder") if first else None
+    data_dir = config.data_dir or (recorded["root"] if recorded else None)
+    if data_dir is None:
+        raise InputError("--dataset imagefolder needs --data-dir DIR, the folder holding train/<class>/ and test/<class>/")
+    resize = config.resize or bool(recorded and recorded["resize"])
+    record = imagefolder_record(data_dir, resize)
+    if recorded is not None and record["classes"] != recorded["classes"]:
+        raise InputError(f"the image folder {data_dir} holds the classes {record['classes']}, but "
+                         f"{trained[0].run_dir} was trained on {recorded['classes']}")
+    return _DataSet(IMAGEFOLDER, len(record["classes"]), str(data_dir), resize, record)
+
+
+def _data_identity(config: dict) -> tuple:
+    folder = config.get("image_folder")
+    return config["dataset"], config["num_classes"], tuple(folder["classes"]) if folder else None
+
+
+def _check_outputs(models: list[EvaluatedModel], images: np.ndarray, data: _DataSet, device) -> None:
+    """Refuse, before any long work, an external model that fails on test images or gives the wrong outputs."""
+    for item in models:
+        if item.run_dir is not None:
+            continue
+        try:
+            outputs, _ = infer(item.model, images, device, amp=False)
+        except Exception as error:  # the user's model: any failure is bad input
+            raise InputError(f"model {item.name!r} failed on a batch of {len(images)} test images (3x32x32, values "
+                             f"in [0, 1]): {type(error).__name__}: {error}") from error
+        if outputs.ndim != 2 or outputs.shape[1] != data.num_classes:
+            raise InputError(f"model {item.name!r} outputs shape {tuple(outputs.shape)} for {len(images)} images, but "
+                             f"{data.name} has {data.num_classes} classes: its factory must return a model with "
+                             f"{data.num_classes} outputs")
 
 
 def _array_digest(images: np.ndarray) -> str:
@@ -287,15 +484,21 @@ def _load_labels(path: Path, problems: list[str]) -> np.ndarray | None:
 
 
 def prepare_corruptions(dataset: str, test_images, test_labels, num_classes: int, corruption_dir, names,
-                        seed: int, workers, quiet: bool, log: Log) -> dict:
-    """Find (or generate) the corruption data; return its description for evaluation.json."""
+                        seed: int, workers, quiet: bool, log: Log, data_dir=None) -> dict:
+    """Find (or generate) the corruption data of these test images; return its description for evaluation.json.
+
+    ``data_dir`` names an image folder's default corruption folder (corruptions/<folder name>-C).
+    """
+    # A folder made from other test images (an image folder since changed) is refused, not reused.
+    images_sha256 = array_sha256(test_images)
     if corruption_dir is not None:
         folder = Path(corruption_dir)
         if not folder.is_dir():
             raise InputError(f"corruption folder {folder} does not exist")
         manifest = read_manifest(folder)
         if manifest is not None:
-            problems = verify_corruption_dataset(folder, names, SEVERITIES, dataset=dataset, n_images=len(test_labels))
+            problems = verify_corruption_dataset(folder, names, SEVERITIES, dataset=dataset, n_images=len(test_labels),
+                                                 images_sha256=images_sha256)
             if problems:
                 raise InputError(f"corruption folder {folder} cannot be used: " + "; ".join(problems))
             kind = "generated"
@@ -306,9 +509,9 @@ def prepare_corruptions(dataset: str, test_images, test_labels, num_classes: int
             kind = "released"
         log(f"corruption data: {folder} ({kind})")
     else:
-        folder = default_out_dir(dataset)
+        folder = default_out_dir(dataset, data_dir)
         problems = verify_corruption_dataset(folder, names, SEVERITIES, seed=seed, dataset=dataset,
-                                             n_images=len(test_labels))
+                                             n_images=len(test_labels), images_sha256=images_sha256)
         if problems:
             log(f"corruption data in {folder} missing or incomplete ({len(problems)} problem(s), e.g. {problems[0]}); "
                 f"generating it with robustgsl's CIFAR-10-C generator (seed {seed})")
@@ -330,14 +533,23 @@ def prepare_corruptions(dataset: str, test_images, test_labels, num_classes: int
 
 # --- fit heads, score -----------------------------------------------------------------------------
 
-def _cache_dir(item: EvaluatedModel, device: torch.device) -> Path:
-    """Cache folder of one checkpoint on one kind of device (CUDA runs in bf16, the CPU in float32)."""
+def _cache_dir(item: EvaluatedModel, device: torch.device) -> Path | None:
+    """Cache folder of one checkpoint on one kind of device (CUDA runs in bf16, the CPU in float32); an
+    external model has none."""
+    if item.run_dir is None:
+        return None
     return item.run_dir / CACHE_DIR / f"{item.weights_sha256[:16]}-{device.type}"
 
 
-def _remember(item: EvaluatedModel, path: Path, arrays: dict, log: Log) -> None:
+def _infer(item: EvaluatedModel, images: np.ndarray, inputs: _Inputs, quiet: bool, desc: str):
+    outputs, embeddings = infer(item.model, images, inputs.device, amp=item.amp, batch_size=inputs.batch_size,
+                                quiet=quiet, desc=desc)
+    return outputs.numpy(), embeddings.numpy()
+
+
+def _remember(item: EvaluatedModel, path: Path | None, arrays: dict, log: Log) -> None:
     """Write a cache entry; a run folder that cannot be written (read-only) only turns the cache off."""
-    if item.cache_off:
+    if item.cache_off or path is None:
         return
     try:
         remove_stale_temporaries(path.parent)
@@ -347,39 +559,46 @@ def _remember(item: EvaluatedModel, path: Path, arrays: dict, log: Log) -> None:
         log(f"[{item.name}] not caching outputs: {error}")
 
 
-def _infer(item: EvaluatedModel, images: np.ndarray, device, quiet: bool, desc: str):
-    outputs, embeddings = infer(item.model, images, device, quiet=quiet, desc=desc)
-    return outputs.numpy(), embeddings.numpy()
+def _recall(item: EvaluatedModel, path: Path | None, n: int, log: Log) -> dict | None:
+    """A verified cache entry of ``n`` rows, or None (no cache, no entry, or a damaged one: said in the log)."""
+    if path is None:
+        return None
+    cached, problem = cache.read_entry(path, n)
+    if problem:
+        log(f"[{item.name}] cached {path} cannot be used ({problem}); computing it again")
+    return cached
 
 
 def _reference_embeddings(item: EvaluatedModel, inputs: _Inputs, quiet: bool, log: Log) -> np.ndarray:
     """Training-set embeddings, cached in the run folder under the weights' and the images' digests."""
-    path = _cache_dir(item, inputs.device) / f"train_embeddings-{inputs.train_digest}.npz"
-    cached, problem = cache.read_entry(path, len(inputs.train_labels))
-    if cached is not None:
+    folder = _cache_dir(item, inputs.device)
+    path = folder / f"train_embeddings-{inputs.train_digest}.npz" if folder is not None else None
+    cached = _recall(item, path, len(inputs.train_labels), log)
+    if cached is not None and "embeddings" in cached:
         return cached["embeddings"]
-    if problem:
-        log(f"[{item.name}] cached {path} cannot be used ({problem}); computing it again")
-    _, embeddings = _infer(item, inputs.train_images, inputs.device, quiet, f"{item.name} train embeddings")
+    _, embeddings = _infer(item, inputs.train_images, inputs, quiet, f"{item.name} train embeddings")
     _remember(item, path, {"embeddings": embeddings}, log)
     return embeddings
 
 
-def _cached_infer(item: EvaluatedModel, images: np.ndarray, key: str, device, quiet: bool, desc: str, log: Log):
+def _cached_infer(item: EvaluatedModel, images: np.ndarray, key: str, inputs: _Inputs, quiet: bool, desc: str,
+                  log: Log):
     """Outputs and embeddings, remembered in <run>/cache/<weights hash>/<key>.npz when the embedding is small."""
-    path = _cache_dir(item, device) / f"{key}.npz"
-    cached, problem = cache.read_entry(path, len(images))
+    folder = _cache_dir(item, inputs.device)
+    path = folder / f"{key}.npz" if folder is not None else None
+    cached = _recall(item, path, len(images), log)
     if cached is not None and {"outputs", "embeddings"} <= set(cached):
         return cached["outputs"], cached["embeddings"]
-    if problem:
-        log(f"[{item.name}] cached {path} cannot be used ({problem}); computing it again")
-    outputs, embeddings = _infer(item, images, device, quiet, desc)
+    outputs, embeddings = _infer(item, images, inputs, quiet, desc)
     if embeddings.shape[1] <= CACHE_MAX_DIM:
         _remember(item, path, {"outputs": outputs, "embeddings": embeddings}, log)
     return outputs, embeddings
 
 
 def _fit_heads(item: EvaluatedModel, inputs: _Inputs, config: EvalConfig, log: Log) -> None:
+    if item.heads == ["argmax"]:  # reads the outputs: no training embeddings needed
+        item.fitted["argmax"] = make_head("argmax", inputs.num_classes)
+        return
     reference = _reference_embeddings(item, inputs, config.quiet, log)
     shared_index = None  # 1-NN and 10-NN search the same references: build the index once
     for head_name in item.heads:
@@ -397,22 +616,27 @@ def _fit_heads(item: EvaluatedModel, inputs: _Inputs, config: EvalConfig, log: L
 def _score(item: EvaluatedModel, inputs: _Inputs, config: EvalConfig, embeddings: dict,
            log: Log) -> dict[tuple[str, str], np.ndarray]:
     """Per head, whether each test image is misclassified under each row; adds the model's embedding view."""
-    n_test, device, quiet = len(inputs.test_labels), inputs.device, config.quiet
+    n_test, quiet = len(inputs.test_labels), config.quiet
+    # Cache keys name the test images: a first-N subset is not the full set.
+    subset = "" if n_test == inputs.n_full else f"-first{n_test}"
     per_head = {h: np.zeros((len(inputs.rows), n_test), dtype=bool) for h in item.heads}
-    outputs, embedded = _cached_infer(item, inputs.test_images, f"clean-{inputs.test_digest}", device, quiet,
+    outputs, embedded = _cached_infer(item, inputs.test_images, f"clean-{inputs.test_digest}", inputs, quiet,
                                       f"{item.name} clean", log)
     _classify(item, outputs, embedded, inputs.test_labels, per_head, 0)
-    embeddings[embedding_array(item.name, "clean")] = embedded[inputs.sample]
+    has_view = embedded.shape[1] > 0  # a model without an embedding has no 2-D view
+    if has_view:
+        embeddings[embedding_array(item.name, "clean")] = embedded[inputs.sample]
     log(f"[{item.name}] clean: " + _error_line(per_head, [0]))
     for name in inputs.corruptions:
         data = _open_corruption_file(inputs.folder / f"{name}.npy")
         row_index = [inputs.rows.index((name, s)) for s in inputs.severities]
         for severity, row in zip(inputs.severities, row_index):
-            block = data[(severity - 1) * n_test: severity * n_test]
-            outputs, embedded = _cached_infer(item, block, f"{name}-s{severity}-{inputs.file_digests[name]}",
-                                              device, quiet, f"{item.name} {name} s{severity}", log)
+            start = (severity - 1) * inputs.n_full
+            outputs, embedded = _cached_infer(item, data[start:start + n_test],
+                                              f"{name}-s{severity}-{inputs.file_digests[name]}{subset}", inputs,
+                                              quiet, f"{item.name} {name} s{severity}", log)
             _classify(item, outputs, embedded, inputs.test_labels, per_head, row)
-            if name == inputs.embedding_corruption and severity == max(inputs.severities):
+            if has_view and name == inputs.embedding_corruption and severity == max(inputs.severities):
                 embeddings[embedding_array(item.name, "corrupted")] = embedded[inputs.sample]
         del data
         log(f"[{item.name}] {name}: " + _error_line(per_head, row_index))
@@ -450,21 +674,50 @@ def clean_test_errors(run_dir: str | Path, config: EvalConfig | None = None, log
     validate_eval_config(config)
     log = log or (lambda message: None)
     device = resolve_device(config.device)
-    item = _load_models([Path(run_dir)], config.heads, device)[0]
-    dataset = item.config["dataset"]
-    train_images, train_labels = load_dataset(dataset, "train", data_dir=config.data_dir, download=config.download)
-    test_images, test_labels = load_dataset(dataset, "test", data_dir=config.data_dir, download=config.download)
+    item = _load_run_models([Path(run_dir)], config.heads, device)[0]
+    data = _data_set([item], config)
+    train_images, train_labels = load_dataset(data.name, "train", data_dir=data.data_dir, download=config.download,
+                                              resize=data.resize)
+    test_images, test_labels = load_dataset(data.name, "test", data_dir=data.data_dir, download=config.download,
+                                            resize=data.resize)
     inputs = _Inputs(
-        models=[item], device=device, num_classes=item.config["num_classes"], train_images=train_images,
-        train_labels=train_labels, test_images=test_images, test_labels=test_labels, source={}, corruptions=(),
-        severities=(), rows=[(CLEAN, 0)], baseline=None, file_digests={},
+        models=[item], device=device, data=data, train_images=train_images, train_labels=train_labels,
+        test_images=test_images, test_labels=test_labels, n_full=len(test_labels), source={}, corruptions=(),
+        severities=(), rows=[(CLEAN, 0)], baseline=None, reference=None, file_digests={},
         train_digest=_array_digest(train_images), test_digest=_array_digest(test_images), sample=np.arange(0),
-        embedding_corruption="",
+        embedding_corruption="", batch_size=config.batch_size,
     )
     _fit_heads(item, inputs, config, log)
     wrong = _score(item, inputs, config, {}, log)
     return CleanErrors(errors={head: float(array[0].mean()) for (_, head), array in wrong.items()},
                        n_train=len(train_labels), n_test=len(test_labels), weights_sha256=item.weights_sha256)
+
+
+def _known_errors(reference: ReferenceScores) -> dict[tuple[str, int], float]:
+    errors = reference.errors
+    return {(c, int(s)): float(e) for c, s, e in zip(errors["corruption"], errors["severity"], errors["error"])}
+
+
+def _check_reference_covers(reference: ReferenceScores, rows: Sequence[tuple[str, int]]) -> None:
+    """Refuse a baseline without an error rate for every row of this evaluation."""
+    known = _known_errors(reference)
+    missing = [f"{c} {s}" for c, s in rows if (c, s) not in known]
+    if missing:
+        raise InputError(f"the baseline {reference.name}/{reference.head} has no error rate for "
+                         f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''} (corruption severity); "
+                         f"evaluate it on every corruption and severity asked for here")
+
+
+def _reference_rows(reference: ReferenceScores, inputs: _Inputs) -> tuple[np.ndarray | None, pd.DataFrame | None]:
+    """The reference on this evaluation's rows: its per-image results when they are about the same test
+    images, else (for the tables, without bootstrap intervals) its error rates."""
+    if reference.wrong is not None and reference.test_digest == inputs.test_digest \
+            and set(inputs.rows) <= set(reference.rows):
+        return reference.wrong[[reference.rows.index(row) for row in inputs.rows]], None
+    known = _known_errors(reference)
+    return None, pd.DataFrame.from_records(
+        [{"model": reference.name, "head": reference.head, "corruption": c, "severity": s, "error": known[(c, s)]}
+         for c, s in inputs.rows], columns=column_names(ERRORS_COLUMNS))
 
 
 # --- summarise ------------------------------------------------------------------------------------
@@ -478,11 +731,18 @@ def error_table(wrong: dict[tuple[str, str], np.ndarray], rows: Sequence[tuple[s
 
 
 def summarise(wrong: dict[tuple[str, str], np.ndarray], rows: Sequence[tuple[str, int]],
-              baseline: tuple[str, str] | None, corruptions: Sequence[str], n_bootstrap: int, seed: int) -> Tables:
+              baseline: tuple[str, str] | None, corruptions: Sequence[str], n_bootstrap: int, seed: int,
+              extra_errors: pd.DataFrame | None = None) -> Tables:
     """The tables of an evaluation from per-image correctness: ``wrong[(model, head)]`` is a boolean
-    (len(rows), n_test) array, ``rows[r]`` its (corruption, severity), (CLEAN, 0) included."""
+    (len(rows), n_test) array, ``rows[r]`` its (corruption, severity), (CLEAN, 0) included.
+
+    ``extra_errors``: error rates (errors.csv's columns) of a baseline known only by them; it joins the
+    tables, and the bootstrap intervals, which need per-image results of the baseline, are left empty.
+    """
     n_test = next(iter(wrong.values())).shape[1]
     errors = error_table(wrong, rows)
+    if extra_errors is not None:
+        errors = pd.concat([errors, extra_errors[list(column_names(ERRORS_COLUMNS))]], ignore_index=True)
     if baseline is None:
         # No baseline: clean and mean corruption errors only; the report says why MCE is missing.
         corrupted = errors[errors["corruption"] != CLEAN].groupby(["model", "head"], sort=False)["error"].mean()
@@ -493,56 +753,62 @@ def summarise(wrong: dict[tuple[str, str], np.ndarray], rows: Sequence[tuple[str
             summary[column] = np.nan
     else:
         summary = summary_table(errors, baseline, corruptions)
-        intervals = bootstrap_intervals(wrong, rows, baseline, n_resamples=n_bootstrap, seed=seed,
-                                        level=BOOTSTRAP_LEVEL, corruptions=corruptions)
-        summary = summary.merge(intervals, on=["model", "head"], how="left")
-    summary["n_test"] = n_test
-    return Tables(errors=errors, summary=summary[list(summary_columns(baseline is not None))],
+        if tuple(baseline) in wrong:
+            intervals = bootstrap_intervals(wrong, rows, baseline, n_resamples=n_bootstrap, seed=seed,
+                                            level=BOOTSTRAP_LEVEL, corruptions=corruptions)
+            summary = summary.merge(intervals, on=["model", "head"], how="left")
+    scored_here = [(m, h) in wrong for m, h in zip(summary["model"], summary["head"])]
+    summary["n_test"] = pd.array([n_test if here else pd.NA for here in scored_here], dtype="Int64")
+    return Tables(errors=errors, summary=summary.reindex(columns=list(summary_columns(baseline is not None))),
                   corruption_summary=corruption_error_table(errors, baseline, corruptions),
-                  robustbench=robustbench_table(errors))
+                  robustbench=robustbench_table(errors), robustbench_summary=robustbench_summary_table(errors))
 
 
 # --- write ----------------------------------------------------------------------------------------
 
 def write_tables(out_dir: Path, tables: Tables) -> None:
-    """The four CSV files, each written atomically."""
+    """The CSV files, each written atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(out_dir / ERRORS_FILE, tables.errors, index=False)
     write_csv_atomic(out_dir / SUMMARY_FILE, tables.summary, index=False)
     write_csv_atomic(out_dir / CORRUPTION_SUMMARY_FILE, tables.corruption_summary, index=False)
     write_csv_atomic(out_dir / ROBUSTBENCH_FILE, tables.robustbench)
+    write_csv_atomic(out_dir / ROBUSTBENCH_SUMMARY_FILE, tables.robustbench_summary, index=False)
 
 
-def example_arrays(folder: Path, names, test_images, test_labels, index: int) -> dict[str, np.ndarray]:
-    """example_images.npz: test image ``index``, clean and under every corruption and severity."""
-    n_test = len(test_labels)
+def example_arrays(folder: Path, names, test_images, test_labels, index: int, n_full: int) -> dict[str, np.ndarray]:
+    """example_images.npz: test image ``index``, clean and under every corruption and severity (``n_full``:
+    the images per severity block of a corruption file)."""
     corrupted = np.stack([
-        np.stack([np.load(folder / f"{name}.npy", mmap_mode="r")[(s - 1) * n_test + index] for s in SEVERITIES])
+        np.stack([np.load(folder / f"{name}.npy", mmap_mode="r")[(s - 1) * n_full + index] for s in SEVERITIES])
         for name in names])
     return {"clean": test_images[index], "corrupted": corrupted, "corruptions": np.array(list(names)),
             "label": np.int64(test_labels[index]), "index": np.int64(index)}
 
 
-def _write(out_dir: Path, inputs: _Inputs, config: EvalConfig, tables: Tables, embeddings: dict,
-           started: float) -> None:
-    write_tables(out_dir, tables)
-    save_npz_atomic(out_dir / EMBEDDINGS_FILE, embeddings)
+def _write(out_dir: Path, scores: Scores, config: EvalConfig) -> None:
+    inputs = scores.inputs
+    write_tables(out_dir, scores.tables)
+    save_npz_atomic(out_dir / EMBEDDINGS_FILE, scores.embeddings)
     save_npz_atomic(out_dir / EXAMPLES_FILE, example_arrays(inputs.folder, inputs.corruptions, inputs.test_images,
-                                                            inputs.test_labels, config.grid_image_index))
+                                                            inputs.test_labels, config.grid_image_index, inputs.n_full))
     models = inputs.models
+    entries = [m.entry for m in models] + ([inputs.reference.entry] if inputs.reference is not None else [])
+    heads = {h for m in models for h in m.heads} | ({inputs.reference.head} if inputs.reference is not None else set())
     write_json_atomic(out_dir / RECORD_FILE, {
-        "models": [{"name": m.name, "run_dir": str(m.run_dir.resolve()), "loss": m.config["loss"], "config": m.config,
-                    "weights_sha256": m.weights_sha256} for m in models],
-        "heads": sorted({h for m in models for h in m.heads}, key=HEADS.index),
+        "models": entries,
+        "heads": sorted(heads, key=HEADS.index),
         "baseline": "/".join(inputs.baseline) if inputs.baseline else None,
         "dataset": inputs.dataset, "num_classes": inputs.num_classes, "n_test": len(inputs.test_labels),
+        "n_examples": config.n_examples, "image_folder": inputs.data.image_folder,
         "corruptions": list(inputs.corruptions), "severities": list(inputs.severities),
         "corruption_source": inputs.source,
         "svc_train_size": config.svc_train_size,
         "bootstrap": {"n_resamples": config.n_bootstrap, "seed": config.seed, "level": BOOTSTRAP_LEVEL},
         "created_at": runs.now_iso(), "git_sha": runs.git_sha(), "versions": runs.versions(),
         "device": runs.device_name(inputs.device),
-        "wall_times": {m.name: round(m.wall_time_s, 2) for m in models} | {"total": round(time.time() - started, 2)},
+        "wall_times": {m.name: round(m.wall_time_s, 2) for m in models}
+        | {"total": round(time.time() - scores.started, 2)},
         "grid_image_index": config.grid_image_index,
     })
 

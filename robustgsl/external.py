@@ -20,6 +20,7 @@ The embedding heads (k-NN, SVC) need features: a node of the model's graph named
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -36,6 +37,7 @@ from torch import nn
 
 from robustgsl.errors import InputError
 from robustgsl.io import sha256_file
+from robustgsl.options import OptionSpec, option_specs, setting
 
 # RobustBench's load_model strips these, in this order, one level each.
 STRIPPED_PREFIXES = ("module.", "model.")
@@ -44,20 +46,58 @@ STATE_DICT_KEY = "state_dict"
 # How many missing / unexpected / mis-shaped keys an error message lists.
 LISTED_KEYS = 5
 
+# An option value meaning "none for this --model" (e.g. no weights file for the second of two models).
+NONE = "-"
 NORMALIZE_FORMAT = "MEAN/STD with 3 comma-separated values each, e.g. 0.4914,0.4822,0.4465/0.2470,0.2435,0.2616"
+
+
+def _optional(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """A parser for a value given once per --model, where NONE means "none for this model"."""
+    return lambda text: None if text == NONE else parse(text)
 
 
 @dataclass(frozen=True)
 class ExternalSpec:
-    """What names an external model: ``factory`` is ``MODULE:FACTORY``; the rest is optional."""
+    """What names an external model: ``factory`` is ``MODULE:FACTORY``; the rest is optional.
 
-    factory: str
-    weights: str | Path | None = None
+    Each field is also a command-line option of ``robustgsl evaluate`` (``EXTERNAL_OPTIONS``), given once
+    per ``--model`` (see ``external_specs``).
+    """
+
+    factory: str = setting(dataclasses.MISSING, "A model robustgsl did not train: FACTORY() returns an nn.Module "
+                                                "taking images in [0, 1], NCHW (repeatable).",
+                           flag="--model", metavar="MODULE:FACTORY", multiple=True)
+    weights: str | Path | None = setting(
+        None, f"Its weights: safetensors, or a torch checkpoint read with weights_only=True ({NONE}: the factory's).",
+        metavar="FILE", parse=_optional(str), multiple=True)
     # ((mean R, G, B), (std R, G, B)) applied inside the wrapper to images in [0, 1]; see parse_normalize.
-    normalize: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
-    feature_layer: str | None = None
+    normalize: tuple[tuple[float, float, float], tuple[float, float, float]] | None = setting(
+        None, f"Per-channel (x - mean) / std before the model, for models that expect normalised input ({NONE}: "
+              "none).", metavar="MEAN/STD", parse=_optional(lambda text: parse_normalize(text)),  # defined below
+        multiple=True)
+    feature_layer: str | None = setting(
+        None, f"Node of its graph whose output is the embedding of the 1nn/10nn/svc heads ({NONE}: its features() "
+              "method, if any).", flag="--features", metavar="LAYER", parse=_optional(str), multiple=True)
     # Shown in reports; default: the factory's name.
-    name: str | None = None
+    name: str | None = setting(None, f"Its name in tables and reports ({NONE}: the factory's name).",
+                               flag="--model-name", metavar="NAME", parse=_optional(str), multiple=True)
+
+
+EXTERNAL_OPTIONS: tuple[OptionSpec, ...] = option_specs(ExternalSpec)
+
+
+def external_specs(factory: Sequence[str] = (), weights: Sequence = (), normalize: Sequence = (),
+                   feature_layer: Sequence = (), name: Sequence = ()) -> list[ExternalSpec]:
+    """One ExternalSpec per factory from options given once per ``--model`` (in order) or not at all."""
+    values = {"weights": weights, "normalize": normalize, "feature_layer": feature_layer, "name": name}
+    specs = {spec.name: spec for spec in EXTERNAL_OPTIONS}
+    for field_name, given in values.items():
+        if given and len(given) != len(factory):
+            raise InputError(
+                f"{specs[field_name].flag} is given {len(given)} times for {len(factory)} --model: give it once per "
+                f"--model, in the same order ({NONE} for a model without one), or not at all")
+    return [ExternalSpec(factory=spec, **{field_name: given[i] if given else None for field_name, given in values.items()})
+            for i, spec in enumerate(factory)]
 
 
 # --- factory ------------------------------------------------------------------------------------
@@ -270,7 +310,7 @@ class ExternalModel(nn.Module):
         self.extractor = _feature_extractor(model, feature_layer) if feature_layer is not None else None
         self.name = name or type(model).__name__
         self.weights_file = None if weights_file is None else Path(weights_file)
-        self.weights_sha256 = None if weights_file is None else sha256_file(weights_file)
+        self.weights_file_sha256 = None if weights_file is None else sha256_file(weights_file)
         self.factory = factory
         # One mode for the wrapper, its feature extractor and the model: the model's.
         self.train(model.training)
@@ -309,6 +349,19 @@ class ExternalModel(nn.Module):
             )
         return self.model(x), self.model.features(x).flatten(1)
 
+    def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, embedding), the pair robustgsl's inference loop (``robustgsl.device.infer``) reads from every
+        model; without an embedding, a (B, 0) one."""
+        if not self.has_embedding:
+            logits = self(x)
+            return logits, logits.new_empty(len(logits), 0)
+        return self.forward_with_features(x)
+
+    @property
+    def weights_sha256(self) -> str:
+        """SHA-256 of the weights file, or, for weights that came with the model object, of its state dict."""
+        return self.weights_file_sha256 or state_dict_sha256(self.model)
+
     def describe(self) -> dict:
         """What a report shows for this model."""
         return {
@@ -316,7 +369,7 @@ class ExternalModel(nn.Module):
             "factory": self.factory,
             "architecture": type(self.model).__name__,
             "parameters": sum(p.numel() for p in self.model.parameters()),
-            "weights_file": None if self.weights_file is None else str(self.weights_file),
+            "weights_file": None if self.weights_file is None else str(self.weights_file.resolve()),
             "weights_sha256": self.weights_sha256,
             "normalize": None if self.normalize is None else {"mean": list(self.normalize[0]),
                                                               "std": list(self.normalize[1])},
@@ -324,6 +377,16 @@ class ExternalModel(nn.Module):
             "embedding": "feature layer" if self.extractor is not None
             else "features()" if self.has_embedding else None,
         }
+
+
+def state_dict_sha256(model: nn.Module) -> str:
+    """SHA-256 of a state dict: each entry's key, dtype and shape, then its bytes, in the state dict's order."""
+    digest = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _feature_extractor(model: nn.Module, layer: str) -> nn.Module:

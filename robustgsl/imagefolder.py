@@ -9,25 +9,33 @@ Classes, files and their order are torchvision's ``ImageFolder``'s (class folder
 the same class folders. Images must be 32x32; with ``resize=True`` others are resized to 32x32 with PIL's
 bicubic filter (antialiased when shrinking, aspect ratio not kept), and ``ImageFolderInfo`` says how many
 and from which sizes, for the results to state.
+
+``imagefolder_record`` is what a run's config.json and an evaluation.json keep of a folder (its classes,
+channel statistics, resize; robustgsl/schema/run.py ``IMAGE_FOLDER_FIELDS``): enough to rebuild a model
+trained on it (``record_dataset_info``) and to check that it is evaluated on the same classes.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from robustgsl.data import DatasetInfo
+from robustgsl.data import IMAGEFOLDER, DatasetInfo
 from robustgsl.errors import InputError
 from robustgsl.progress import progress
 
-IMAGEFOLDER = "imagefolder"
 SPLITS = ("train", "test")
 IMAGE_SIZE = (32, 32)
 RESIZE_METHOD = "PIL bicubic to 32x32, aspect ratio not kept"
 # Distinct original sizes an ImageFolderInfo lists.
 LISTED_SIZES = 5
+# The last folder read, per split, keyed by its files' paths, sizes and modification times: training reads
+# the training images' statistics (for config.json) before its data, and evaluation the record and both
+# splits, so an unchanged folder is decoded once per process.
+_LAST_READ: dict[str, tuple[tuple, tuple]] = {}
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,11 @@ def load_imagefolder(root: str | Path, split: str, resize: bool = False, quiet: 
         raise InputError(f"split must be 'train' or 'test', got {split!r}")
     root = Path(root)
     folder = _listings(root)[split]
+    key = (str(root.resolve()), bool(resize),
+           tuple((path, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path, _ in folder.samples))
+    if split in _LAST_READ and _LAST_READ[split][0] == key:
+        images, labels, info = _LAST_READ[split][1]
+        return images.copy(), labels.copy(), info
     images = np.empty((len(folder.samples), *IMAGE_SIZE, 3), dtype=np.uint8)
     labels = np.asarray([label for _, label in folder.samples], dtype=np.int64)
     resized_sizes = []
@@ -95,6 +108,7 @@ def load_imagefolder(root: str | Path, split: str, resize: bool = False, quiet: 
         root=str(root), split=split, classes=tuple(folder.classes), num_images=len(labels),
         num_resized=len(resized_sizes), original_sizes=tuple(dict.fromkeys(resized_sizes))[:LISTED_SIZES],
     )
+    _LAST_READ[split] = (key, (images.copy(), labels.copy(), info))
     return images, labels, info
 
 
@@ -138,3 +152,24 @@ def _channel_statistics(images: np.ndarray) -> tuple[tuple[float, ...], tuple[fl
         means.append(mean)
         stds.append(float(np.sqrt(counts @ (values - mean) ** 2 / counts.sum())))
     return tuple(means), tuple(stds)
+
+
+def imagefolder_record(root: str | Path, resize: bool = False) -> dict:
+    """What config.json and evaluation.json keep of an image folder (robustgsl/schema/run.py IMAGE_FOLDER_FIELDS)."""
+    train_images, _, train = load_imagefolder(root, "train", resize)
+    test = load_imagefolder(root, "test", resize)[2]
+    info = imagefolder_dataset_info(root, train_images, train.classes)
+    return {
+        "root": str(Path(root).resolve()), "classes": list(train.classes), "mean": list(info.mean),
+        "std": list(info.std), "flip": info.flip, "resize": bool(resize),
+        "resize_method": RESIZE_METHOD if resize else None, "train_images": train.num_images,
+        "test_images": test.num_images, "resized_images": train.num_resized + test.num_resized,
+        "original_sizes": [list(size) for size in dict.fromkeys(train.original_sizes + test.original_sizes)],
+        "description": f"{train.describe()}; {test.describe()}",
+    }
+
+
+def record_dataset_info(record: dict) -> DatasetInfo:
+    """The DatasetInfo of a folder from its record (as a run's config.json keeps it)."""
+    return DatasetInfo(IMAGEFOLDER, len(record["classes"]), tuple(record["mean"]), tuple(record["std"]),
+                       bool(record["flip"]), f"image folder {Path(record['root']).name}")

@@ -251,6 +251,21 @@ def recover_folder(path: str | os.PathLike) -> None:
     remove_stale_temporaries(path.parent, names=[path.name])
 
 
+def check_replaceable_folder(path: str | os.PathLike, may_replace: Callable[[Path], bool] | None = None) -> None:
+    """InputError unless ``atomic_folder(path, may_replace)`` may replace ``path`` (its checks, made early
+    by callers that write it only after long work)."""
+    path = Path(os.path.abspath(path))
+    recover_folder(path)
+    check_writable_folder(path, replace=True)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"folder {path} is a file; choose another")
+    if path.is_dir() and may_replace is not None and any(not is_temporary(p) for p in path.iterdir()) \
+            and not may_replace(path):
+        sample = sorted(p.name for p in path.iterdir() if not is_temporary(p))[:3]
+        raise InputError(f"{path} already holds other files ({', '.join(sample)}, ...), which writing it would "
+                         f"delete; choose another folder or empty it")
+
+
 @contextlib.contextmanager
 def atomic_folder(path: str | os.PathLike, may_replace: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """Yield a new, empty temporary folder beside ``path``; when the block succeeds it replaces ``path``
@@ -263,15 +278,7 @@ def atomic_folder(path: str | os.PathLike, may_replace: Callable[[Path], bool] |
     it back.
     """
     path = Path(os.path.abspath(path))
-    recover_folder(path)
-    check_writable_folder(path, replace=True)
-    if path.exists() and not path.is_dir():
-        raise InputError(f"folder {path} is a file; choose another")
-    if path.is_dir() and may_replace is not None and any(not is_temporary(p) for p in path.iterdir()) \
-            and not may_replace(path):
-        sample = sorted(p.name for p in path.iterdir() if not is_temporary(p))[:3]
-        raise InputError(f"{path} already holds other files ({', '.join(sample)}, ...), which writing it would "
-                         f"delete; choose another folder or empty it")
+    check_replaceable_folder(path, may_replace)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.{_owner()}.", suffix=".tmp", dir=path.parent))

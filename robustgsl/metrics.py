@@ -21,8 +21,9 @@ import pandas as pd
 
 from robustgsl.errors import InputError
 from robustgsl.schema import names
-from robustgsl.schema.evaluation import CLEAN, CORRUPTION_SUMMARY_COLUMNS, ERRORS_COLUMNS, ROBUSTBENCH_HEADER, \
-    ROBUSTBENCH_INDEX
+from robustgsl.schema.evaluation import (
+    CLEAN, CORRUPTION_SUMMARY_COLUMNS, ERRORS_COLUMNS, ROBUSTBENCH_CORRUPTIONS, ROBUSTBENCH_SUMMARY_COLUMNS,
+)
 
 _ZERO = 1e-12
 ERROR_COLUMNS = names(ERRORS_COLUMNS)
@@ -167,15 +168,31 @@ def summary_table(errors: pd.DataFrame, baseline: tuple[str, str], corruptions=N
 
 
 def robustbench_table(errors: pd.DataFrame) -> pd.DataFrame:
-    """Accuracies, one row per "model/head", columns (corruption, severity) with ("clean", 0) first."""
+    """Accuracies in RobustBench's unaggregated_results.csv layout (robustgsl/schema/evaluation.py): one row
+    per "model/head", columns (corruption, severity) in RobustBench's corruption order, no clean column."""
     errors = _check_errors(errors)
-    corruptions = list(dict.fromkeys([CLEAN] + [c for c in errors["corruption"] if c != CLEAN]))
-    table = errors.assign(**{ROBUSTBENCH_INDEX: errors["model"] + "/" + errors["head"],
-                             "accuracy": 1.0 - errors["error"]})
-    wide = table.pivot(index=ROBUSTBENCH_INDEX, columns=list(ROBUSTBENCH_HEADER), values="accuracy")
-    columns = sorted(wide.columns, key=lambda cs: (corruptions.index(cs[0]), cs[1]))
-    rows = [_key_name(k) for k in _keys(errors)]
-    return wide.loc[rows, pd.MultiIndex.from_tuples(columns, names=list(ROBUSTBENCH_HEADER))]
+    corrupted = errors[errors["corruption"] != CLEAN]
+    present = list(dict.fromkeys(corrupted["corruption"]))
+    order = [c for c in ROBUSTBENCH_CORRUPTIONS if c in present] + [c for c in present if c not in ROBUSTBENCH_CORRUPTIONS]
+    table = corrupted.assign(key=corrupted["model"] + "/" + corrupted["head"], accuracy=1.0 - corrupted["error"])
+    wide = table.pivot(index="key", columns=["corruption", "severity"], values="accuracy")
+    columns = sorted(wide.columns, key=lambda cs: (order.index(cs[0]), cs[1]))
+    wide = wide.loc[[_key_name(k) for k in _keys(errors)], columns]
+    wide.columns = pd.MultiIndex.from_tuples(columns)  # unnamed levels: no third header row
+    wide.index.name = None
+    return wide
+
+
+def robustbench_summary_table(errors: pd.DataFrame) -> pd.DataFrame:
+    """Per model/head: clean_accuracy and robust_accuracy (the mean accuracy over corruptions x severities)."""
+    errors = _check_errors(errors)
+    clean = errors[errors["corruption"] == CLEAN].set_index(["model", "head"])["error"]
+    corrupted = errors[errors["corruption"] != CLEAN].groupby(["model", "head"], sort=False)["error"].mean()
+    keys = _keys(errors)
+    return pd.DataFrame({"model": [k[0] for k in keys], "head": [k[1] for k in keys],
+                         "clean_accuracy": [1.0 - clean[k] for k in keys],
+                         "robust_accuracy": [1.0 - corrupted[k] for k in keys]},
+                        columns=names(ROBUSTBENCH_SUMMARY_COLUMNS))
 
 
 # ------------------------------------------------------------------------------------------ bootstrap

@@ -38,6 +38,7 @@ class OptionSpec:
     default_text: str | None = None  # how the help shows a default of None ("max", "number of classes")
     folder: bool = False  # the value is a folder path
     cli: bool = True  # offered on the command line
+    multiple: bool = False  # given once per item (e.g. once per --model); the value is a tuple
 
     @property
     def is_flag(self) -> bool:
@@ -46,10 +47,11 @@ class OptionSpec:
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
             parse: Callable[[str], Any] | None = None, flag: str | None = None, metavar: str | None = None,
-            default_text: str | None = None, folder: bool = False, cli: bool = True):
-    """A dataclass field with its option metadata (a list default is copied per instance)."""
+            default_text: str | None = None, folder: bool = False, cli: bool = True, multiple: bool = False):
+    """A dataclass field with its option metadata (a list default is copied per instance; a default of
+    ``dataclasses.MISSING`` makes the field required)."""
     metadata = {_METADATA_KEY: dict(help=help, choices=choices, parse=parse, flag=flag, metavar=metavar,
-                                    default_text=default_text, folder=folder, cli=cli)}
+                                    default_text=default_text, folder=folder, cli=cli, multiple=multiple)}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -62,7 +64,12 @@ def option_specs(config_class: type) -> tuple[OptionSpec, ...]:
     for field in dataclasses.fields(config_class):
         meta = dict(field.metadata[_METADATA_KEY])
         value_type = _value_type(hints[field.name])
-        default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+        if field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:  # a required field
+            default = None
         specs.append(OptionSpec(
             name=field.name, default=default, value_type=value_type,
             parse=meta.pop("parse") or _PARSERS[value_type],

@@ -102,13 +102,16 @@ def finish_environment(run_dir: Path, wall_time_s: float) -> None:
     write_json_atomic(Path(run_dir) / ENVIRONMENT_FILE, environment)
 
 
-def config_record(config, world_size: int) -> dict:
-    """config.json's content: the resolved TrainConfig plus the derived fields of robustgsl.schema.run."""
+def config_record(config, world_size: int, image_folder: dict | None = None) -> dict:
+    """config.json's content: the resolved TrainConfig plus the derived fields of robustgsl.schema.run
+    (``image_folder``: the folder's record, for dataset imagefolder)."""
     from robustgsl.config import paper_deviations
     from robustgsl.data import dataset_info
 
-    return config.to_dict() | {"num_classes": dataset_info(config.dataset).num_classes, "world_size": world_size,
-                               "paper_deviations": paper_deviations(config)}
+    num_classes = dataset_info(config.dataset, image_folder).num_classes
+    record = config.to_dict() | {"num_classes": num_classes, "world_size": world_size,
+                                 "paper_deviations": paper_deviations(config, num_classes)}
+    return record | ({"image_folder": image_folder} if image_folder is not None else {})
 
 
 def write_config(run_dir: Path, record: dict) -> None:
@@ -244,7 +247,7 @@ def build_model_from_config(config: dict):
     from robustgsl.data import dataset_info
     from robustgsl.models import PreActResNet18
 
-    info = dataset_info(config["dataset"])
+    info = dataset_info(config["dataset"], config.get("image_folder"))
     # Runs written before final_bn_relu existed have kuangliu's layout.
     common = dict(width=config["width"], mean=info.mean, std=info.std, final_bn_relu=config.get("final_bn_relu", False))
     if config["loss"] == "gsl":

@@ -25,13 +25,14 @@ import torch.nn.functional as F
 
 from robustgsl import runs
 from robustgsl.config import TrainConfig, resolve_config, validate_config
-from robustgsl.data import augment_batch, dataset_info, load_dataset, to_device_images, to_float
+from robustgsl.data import IMAGEFOLDER, augment_batch, dataset_info, load_dataset, to_device_images, to_float
 from robustgsl.device import infer, resolve_device
 from robustgsl.distributed import (
     DistributedContext, all_reduce_sum, barrier, gather_labels, gather_with_gradients, init_from_environment,
     is_main_process,
 )
 from robustgsl.errors import InputError, TrainingError, WriteError
+from robustgsl.imagefolder import imagefolder_record
 from robustgsl.io import check_writable_folder, is_temporary, remove_stale_temporaries
 from robustgsl.losses import GraphSmoothnessLoss, pairwise_distances
 from robustgsl.progress import progress
@@ -124,12 +125,18 @@ def train(
     quiet: bool = False,
     log: Log | None = None,
     command_line: list[str] | None = None,
+    resize: bool | None = None,
 ) -> Path:
-    """Train one model into ``run_dir`` and return it. Resumable with ``resume=True``."""
+    """Train one model into ``run_dir`` and return it. Resumable with ``resume=True``.
+
+    ``data_dir``: the released files' folder, or the image folder of ``dataset="imagefolder"`` (whose
+    images that are not 32x32 are resized with ``resize``, else refused).
+    """
     log = log or (lambda message: None)
     config = resolve_config(config)
     validate_config(config)
-    run = _open_run(config, Path(run_dir), device, resume, log)
+    run = _open_run(config, Path(run_dir), device, resume, log, _image_folder(config, data_dir, bool(resize)))
+    config = run.config
     data = _load_data(run, data_dir, download)
     training = _build_training(run, log)
     if run.context.is_main:
@@ -168,14 +175,27 @@ class _Run:
         return self.config.name or self.config.loss
 
 
-def _open_run(config: TrainConfig, run_dir: Path, device: str | None, resume: bool, log: Log) -> _Run:
+def _image_folder(config: TrainConfig, data_dir, resize: bool) -> dict | None:
+    """The image folder's record (classes, statistics, resize) for config.json; None for other data sets."""
+    if config.dataset != IMAGEFOLDER:
+        return None
+    if data_dir is None:
+        raise InputError("--dataset imagefolder needs --data-dir DIR, the folder holding train/<class>/ and "
+                         "test/<class>/")
+    return imagefolder_record(data_dir, resize)
+
+
+def _open_run(config: TrainConfig, run_dir: Path, device: str | None, resume: bool, log: Log,
+              image_folder: dict | None) -> _Run:
     context = init_from_environment(device)
     device_obj = resolve_device(device, context.local_rank if context.enabled else None)
     if config.sync_batchnorm and device_obj.type != "cuda":
         raise InputError("--sync-batchnorm needs CUDA devices (SyncBatchNorm has no CPU implementation)")
     check_writable_folder(run_dir, "run folder")
     remove_stale_temporaries(run_dir)  # of a writer killed mid-write
-    record = runs.config_record(config, context.world_size)
+    if image_folder is not None:
+        config = resolve_config(config, num_classes=len(image_folder["classes"]))
+    record = runs.config_record(config, context.world_size, image_folder)
     checkpoint = _resumable_checkpoint(run_dir, record, config, resume, device_obj, log if context.is_main else None)
     environment_path = run_dir / runs.ENVIRONMENT_FILE
     previous_environment = runs.read_environment(run_dir) if resume and environment_path.is_file() else None
@@ -242,10 +262,12 @@ def _load_data(run: _Run, data_dir, download: bool) -> _Data:
     # Rank 0 downloads (if needed) before the others read: torchvision extracts in place.
     if not context.is_main:
         barrier(context)
+    image_folder = run.record.get("image_folder")
+    resize = bool(image_folder and image_folder["resize"])
     train_images, train_labels = load_dataset(config.dataset, "train", data_dir=data_dir,
-                                              download=download and context.is_main)
+                                              download=download and context.is_main, resize=resize)
     test_images, test_labels = load_dataset(config.dataset, "test", data_dir=data_dir,
-                                            download=download and context.is_main)
+                                            download=download and context.is_main, resize=resize)
     if context.is_main:
         barrier(context)
     (train_images, train_labels), held_out = _split_training_set(train_images, train_labels, config)
@@ -267,7 +289,7 @@ def _load_data(run: _Run, data_dir, download: bool) -> _Data:
         images=images, labels=labels,
         monitor=(to_device_images(monitor_images, run.device), torch.from_numpy(monitor_labels).to(run.device)),
         references=(images[:references], labels[:references]), steps=steps,
-        flip=dataset_info(config.dataset).flip, validation_source=source,
+        flip=dataset_info(config.dataset, image_folder).flip, validation_source=source,
     )
 
 

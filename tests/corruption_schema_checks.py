@@ -26,6 +26,9 @@ def manifest_problems(manifest) -> list[str]:
     severities = manifest.get("severities", [])
     if list(severities) != sorted(set(severities)) or not set(severities) <= {1, 2, 3, 4, 5}:
         problems.append(f"severities {severities} are not distinct, ascending values in 1..5")
+    exactness = manifest.get("exactness", {})
+    if sorted(exactness) != sorted(schema.names(schema.EXACTNESS_FIELDS)):
+        problems.append(f"exactness has {sorted(exactness)}, the schema {sorted(schema.names(schema.EXACTNESS_FIELDS))}")
     for field in ("created_at", "updated_at"):
         if field in manifest and datetime.fromisoformat(manifest[field]).utcoffset() is None:
             problems.append(f"{field}: {manifest[field]!r} has no time zone")

@@ -142,8 +142,10 @@ def make_evaluation(
         config = _config(name, "ce" if model == "ce" else "gsl", dataset)
         run_dir = root / "runs" / "demo" / model
         record = runs.config_record(config, world_size=1)
-        model_entries.append({"name": name, "run_dir": str(run_dir), "loss": config.loss, "config": record,
-                              "weights_sha256": hashlib.sha256(name.encode()).hexdigest()})
+        model_entries.append({"name": name, "kind": "run", "run_dir": str(run_dir), "loss": config.loss,
+                              "config": record, "weights_sha256": hashlib.sha256(name.encode()).hexdigest(),
+                              "architecture": "PreActResNet18", "parameters": 11_173_962,
+                              "embedding": "penultimate features" if config.loss == "ce" else "outputs"})
         wall_times[name] = round(float(600 + 300 * rng.random()), 2)
         if run_folders:
             _write_run_folder(run_dir, config, record, metrics, wall_times[name], rng)
@@ -157,7 +159,7 @@ def make_evaluation(
         "models": model_entries,
         "heads": sorted({head for _, head in keys}),
         "baseline": "/".join(keys[0]) if baseline else None,
-        "dataset": dataset, "num_classes": 10, "n_test": n_test,
+        "dataset": dataset, "num_classes": 10, "n_test": n_test, "n_examples": None, "image_folder": None,
         "corruptions": list(CORRUPTIONS), "severities": list(severities),
         "corruption_source": {"kind": "generated", "path": str(corruption_dir), "manifest": {"seed": 1234},
                               "seed": 1234, "constants": CONSTANTS_SOURCE},

@@ -35,7 +35,14 @@ def _iso_utc(what: str, text) -> list[str]:
 
 
 def config_problems(config: dict, what: str = rs.CONFIG_FILE) -> list[str]:
-    return _keys(what, config, rs.CONFIG_FIELDS)
+    optional = [f.name for f in rs.DERIVED_CONFIG_FIELDS if not f.required]
+    problems = _keys(what, [key for key in config if key not in optional],
+                     [name for name in rs.CONFIG_FIELDS if name not in optional])
+    if "image_folder" in config:
+        problems += _keys(f"{what} image_folder", config["image_folder"], names(rs.IMAGE_FOLDER_FIELDS))
+    if (config.get("dataset") == "imagefolder") != ("image_folder" in config):
+        problems.append(f"{what}: image_folder must be present exactly for dataset imagefolder")
+    return problems
 
 
 def versions_problems(versions, what: str) -> list[str]:
@@ -83,29 +90,51 @@ def _tables_problems(eval_dir: Path, with_baseline: bool) -> list[str]:
     corruption_summary = pd.read_csv(eval_dir / ev.CORRUPTION_SUMMARY_FILE)
     problems += _keys(ev.CORRUPTION_SUMMARY_FILE, corruption_summary.columns,
                       names(ev.CORRUPTION_SUMMARY_COLUMNS), ordered=True)
-    wide = pd.read_csv(eval_dir / ev.ROBUSTBENCH_FILE, header=[0, 1], index_col=0)
-    if wide.index.name != ev.ROBUSTBENCH_INDEX:
-        problems.append(f"{ev.ROBUSTBENCH_FILE}: index {wide.index.name!r}, not {ev.ROBUSTBENCH_INDEX!r}")
-    expected = [(ev.CLEAN, "0")] + [(c, str(s)) for c, s in
-                                    dict.fromkeys(zip(errors["corruption"], errors["severity"])) if c != ev.CLEAN]
+    problems += robustbench_problems(eval_dir, errors, len(summary))
+    accuracy = pd.read_csv(eval_dir / ev.ROBUSTBENCH_SUMMARY_FILE, keep_default_na=False, dtype={"model": str, "head": str})
+    problems += _keys(ev.ROBUSTBENCH_SUMMARY_FILE, accuracy.columns, names(ev.ROBUSTBENCH_SUMMARY_COLUMNS), ordered=True)
+    return problems
+
+
+def robustbench_problems(eval_dir: Path, errors: pd.DataFrame, n_rows: int) -> list[str]:
+    """robustbench.csv as RobustBench reads unaggregated_results.csv: two header rows, no index name, no clean
+    column, RobustBench's corruption order."""
+    path = eval_dir / ev.ROBUSTBENCH_FILE
+    lines = path.read_text().splitlines()
+    problems = []
+    if len(lines) < 3 or not (lines[0].startswith(",") and lines[1].startswith(",")) or lines[2].startswith(","):
+        problems.append(f"{ev.ROBUSTBENCH_FILE}: not two header rows without names, then the rows")
+    wide = pd.read_csv(path, header=[0, 1], index_col=0)
+    corrupted = [(c, s) for c, s in dict.fromkeys(zip(errors["corruption"], errors["severity"])) if c != ev.CLEAN]
+    order = [c for c in ev.ROBUSTBENCH_CORRUPTIONS if c in dict(corrupted)] + \
+        [c for c in dict.fromkeys(c for c, _ in corrupted) if c not in ev.ROBUSTBENCH_CORRUPTIONS]
+    expected = sorted(((c, str(s)) for c, s in corrupted), key=lambda cs: (order.index(cs[0]), int(cs[1])))
     problems += _keys(ev.ROBUSTBENCH_FILE + " columns", list(wide.columns), expected, ordered=True)
-    if len(wide) != len(summary) or not ((wide >= 0) & (wide <= 1)).all().all():
-        problems.append(f"{ev.ROBUSTBENCH_FILE}: {len(wide)} rows for {len(summary)} model/heads, or a bad accuracy")
+    if len(wide) != n_rows or not ((wide >= 0) & (wide <= 1)).all().all():
+        problems.append(f"{ev.ROBUSTBENCH_FILE}: {len(wide)} rows for {n_rows} model/heads, or a bad accuracy")
     return problems
 
 
 def record_problems(record: dict) -> list[str]:
     problems = _keys(ev.RECORD_FILE, record, names(ev.RECORD_FIELDS))
     for index, model in enumerate(record.get("models", [])):
-        problems += _keys(f"{ev.RECORD_FILE} models[{index}]", model, names(ev.MODEL_FIELDS))
-        problems += config_problems(model.get("config", {}), f"{ev.RECORD_FILE} models[{index}] config")
+        kind = model.get("kind")
+        if kind not in ev.MODEL_KINDS:
+            problems.append(f"{ev.RECORD_FILE} models[{index}]: kind {kind!r}")
+            continue
+        problems += _keys(f"{ev.RECORD_FILE} models[{index}]", model,
+                          names(ev.MODEL_FIELDS) + names(ev.KIND_FIELDS[kind]))
+        if kind == "run":
+            problems += config_problems(model.get("config", {}), f"{ev.RECORD_FILE} models[{index}] config")
+    if record.get("image_folder") is not None:
+        problems += _keys(f"{ev.RECORD_FILE} image_folder", record["image_folder"], names(rs.IMAGE_FOLDER_FIELDS))
     problems += _keys(f"{ev.RECORD_FILE} corruption_source", record.get("corruption_source", {}),
                       names(ev.SOURCE_FIELDS))
     problems += _keys(f"{ev.RECORD_FILE} bootstrap", record.get("bootstrap", {}), ev.BOOTSTRAP_FIELDS)
     problems += versions_problems(record.get("versions"), ev.RECORD_FILE)
     problems += _iso_utc(f"{ev.RECORD_FILE} created_at", record.get("created_at"))
-    models = [model.get("name") for model in record.get("models", [])]
-    problems += _keys(f"{ev.RECORD_FILE} wall_times", record.get("wall_times", {}), models + ["total"])
+    timed = [model.get("name") for model in record.get("models", []) if model.get("kind") != "reference"]
+    problems += _keys(f"{ev.RECORD_FILE} wall_times", record.get("wall_times", {}), timed + ["total"])
     return problems
 
 
@@ -114,7 +143,8 @@ def _arrays_problems(eval_dir: Path, record: dict) -> list[str]:
     if (eval_dir / ev.EMBEDDINGS_FILE).is_file():
         with np.load(eval_dir / ev.EMBEDDINGS_FILE) as archive:
             arrays = {name: archive[name] for name in archive.files}
-        views = [ev.embedding_array(m["name"], view) for m in record["models"] for view in ev.EMBEDDING_VIEWS]
+        views = [ev.embedding_array(m["name"], view) for m in record["models"] if m.get("embedding")
+                 for view in ev.EMBEDDING_VIEWS]
         problems += _keys(ev.EMBEDDINGS_FILE, arrays, names(ev.EMBEDDING_ARRAYS) + tuple(views))
         n = len(arrays.get("labels", []))
         if arrays.get("labels", np.zeros(0)).dtype != np.int64 or arrays["embedding_corruption"].ndim != 0:

@@ -40,7 +40,7 @@ def captured(monkeypatch):
     monkeypatch.setattr("robustgsl.train.train", lambda config, run_dir, **kw: calls.append((config, run_dir, kw)))
     monkeypatch.setattr("robustgsl.train.train_both",
                         lambda configs, out_dir, **kw: calls.append((configs, out_dir, kw)) or [])
-    monkeypatch.setattr("robustgsl.evaluate.evaluate", lambda run_dirs, config, log=None:
+    monkeypatch.setattr("robustgsl.evaluate.evaluate", lambda run_dirs, config, log=None, models=():
                         calls.append((run_dirs, config, log)) or Path(config.out_dir or "reports/x"))
     return calls
 

@@ -7,11 +7,13 @@ import pytest
 from corruption_helpers import image_rng, photo_crops as natural_images
 from robustgsl.corruptions import (
     ALL_CORRUPTIONS,
+    CORRUPTION_FAMILIES,
     CORRUPTIONS,
     EXTRA_CORRUPTIONS,
     ImageRngs,
     _registry,
     corrupt,
+    get_corruption_names,
     parse_severities,
     resolve_corruptions,
 )
@@ -112,6 +114,7 @@ def test_unknown_name_lists_the_valid_ones():
 def test_resolve_corruptions():
     assert resolve_corruptions("all") == CORRUPTIONS
     assert resolve_corruptions("extra") == EXTRA_CORRUPTIONS
+    assert resolve_corruptions("noise,fog") == ("gaussian_noise", "shot_noise", "impulse_noise", "fog")
     assert resolve_corruptions(" Contrast, gaussian-noise ,contrast") == ("contrast", "gaussian_noise")
     assert resolve_corruptions("all,extra") == ALL_CORRUPTIONS
     with pytest.raises(InputError, match="no corruption"):
@@ -136,8 +139,10 @@ def test_parse_severities():
 def test_images_that_are_not_uint8_rgb_batches_are_refused():
     with pytest.raises(InputError, match="dtype uint8.*got dtype float32 with shape \\(8, 32, 32, 3\\)"):
         corrupt(IMAGES.astype(np.float32) / 255, "contrast", 1)
-    with pytest.raises(InputError, match=r"\(N, H, W, 3\), got shape \(32, 32, 3\).*images\[None\]"):
-        corrupt(IMAGES[0], "contrast", 1)
+    with pytest.raises(InputError, match=r"\(N, H, W, 3\), got shape \(1, 32, 32, 4\)"):
+        corrupt(np.dstack([IMAGES[0], IMAGES[0, ..., :1]]), "contrast", 1)  # one RGBA image
+    with pytest.raises(InputError, match=r"\(N, H, W, 3\), got shape \(32, 32\)"):
+        corrupt(IMAGES[0, ..., 0], "contrast", 1)  # one grey image
     with pytest.raises(InputError, match=r"got shape \(8, 3, 32, 32\)"):
         corrupt(np.ascontiguousarray(IMAGES.transpose(0, 3, 1, 2)), "contrast", 1)
     with pytest.raises(InputError, match="got list"):
@@ -160,3 +165,88 @@ def test_empty_batch():
     empty = IMAGES[:0]
     for name in ["gaussian_noise", "impulse_noise", "contrast", "elastic_transform", "pixelate"]:
         assert corrupt(empty, name, 1).shape == (0, 32, 32, 3)
+
+
+# ---------------------------------------------------------------- imagecorruptions-style calls
+
+
+@pytest.mark.parametrize("name", ["gaussian_noise", "impulse_noise", "glass_blur", "snow", "elastic_transform",
+                                  "contrast", "spatter"])
+def test_one_image_equals_its_row_of_the_batch_call_with_its_index(name):
+    batch = corrupt(IMAGES[:5], name, 4, seed=2)
+    one = corrupt(IMAGES[4], corruption_name=name, severity=4, seed=2, indices=4)
+    assert one.shape == (32, 32, 3) and one.dtype == np.uint8
+    np.testing.assert_array_equal(one, batch[4])
+    np.testing.assert_array_equal(corrupt(IMAGES[4], name, 4, seed=2, indices=[4]), batch[4])
+    # Without its index a single image is image 0 of a batch: the first row's stream.
+    np.testing.assert_array_equal(corrupt(IMAGES[0], name, 4, seed=2), batch[0])
+
+
+def test_keywords_positional_form_and_corruption_number_agree():
+    expected = corrupt(IMAGES[:3], "fog", 3, 1)
+    np.testing.assert_array_equal(corrupt(IMAGES[:3], corruption_name="fog", severity=3, seed=1), expected)
+    np.testing.assert_array_equal(corrupt(IMAGES[:3], severity=3, seed=1, corruption_number=9), expected)
+    assert ALL_CORRUPTIONS[9] == "fog"
+    # imagecorruptions' default severity is 1.
+    np.testing.assert_array_equal(corrupt(IMAGES[:3], corruption_name="fog"), corrupt(IMAGES[:3], "fog", 1))
+
+
+def test_imagecorruptions_positional_order_is_refused_with_the_keyword_call():
+    with pytest.raises(InputError) as error:
+        corrupt(IMAGES[0], 3, "fog")
+    assert "imagecorruptions' argument order" in str(error.value)
+    assert "corrupt(image, corruption_name='fog', severity=3)" in str(error.value)
+    with pytest.raises(InputError, match="corruption_name must be a corruption name such as 'fog', got 3"):
+        corrupt(IMAGES[0], 3)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "give corruption_name"),
+    ({"corruption_name": "fog", "corruption_number": 9}, "not both"),
+    ({"corruption_number": 19}, "from 0 to 18"),
+    ({"corruption_number": True}, "from 0 to 18"),
+    ({"corruption_name": "fogg"}, "unknown corruption 'fogg'"),
+])
+def test_bad_corruption_choices(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        corrupt(IMAGES[0], **kwargs)
+
+
+def test_a_single_image_takes_one_index():
+    with pytest.raises(InputError, match="indices must be 1 non-negative integers .*or one integer"):
+        corrupt(IMAGES[0], "gaussian_noise", 1, indices=[1, 2])
+
+
+# Hendrycks & Dietterich (2019), Fig. 1: the 15 corruptions in four families; the 4 held-out ones.
+PAPER_FAMILIES = {
+    "noise": ["gaussian_noise", "shot_noise", "impulse_noise"],
+    "blur": ["defocus_blur", "glass_blur", "motion_blur", "zoom_blur"],
+    "weather": ["snow", "frost", "fog", "brightness"],
+    "digital": ["contrast", "elastic_transform", "pixelate", "jpeg_compression"],
+}
+
+
+def test_family_and_subset_names():
+    for family, names in PAPER_FAMILIES.items():
+        assert get_corruption_names(family) == names
+        assert list(CORRUPTION_FAMILIES[family]) == names
+    assert get_corruption_names() == get_corruption_names("common") == sum(PAPER_FAMILIES.values(), [])
+    assert get_corruption_names("validation") == ["speckle_noise", "gaussian_blur", "spatter", "saturate"]
+    assert get_corruption_names("all") == get_corruption_names("common") + get_corruption_names("validation")
+    with pytest.raises(InputError, match="unknown corruption subset 'extra'.*common, validation, all, noise"):
+        get_corruption_names("extra")
+
+
+def test_names_and_order_are_those_of_the_imagecorruptions_package():
+    """corruption_number indexes imagecorruptions' corruption_tuple: read it from the package's source
+    (the package itself needs pkg_resources to import, so its file is parsed, not run)."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("imagecorruptions")
+    if spec is None or spec.origin is None:
+        pytest.skip("the imagecorruptions package is not installed")
+    tree = ast.parse(open(spec.origin, encoding="utf-8").read())
+    assignment = next(node for node in tree.body if isinstance(node, ast.Assign)
+                      and getattr(node.targets[0], "id", None) == "corruption_tuple")
+    assert tuple(element.id for element in assignment.value.elts) == ALL_CORRUPTIONS

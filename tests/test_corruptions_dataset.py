@@ -66,6 +66,20 @@ def test_layout_labels_and_manifest(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_manifest_states_how_exact_each_corruption_is(tmp_path):
+    import cv2
+
+    exactness = write(tmp_path)["exactness"]
+    assert exactness["opencv"] == cv2.__version__ == json.loads((tmp_path / "manifest.json").read_text())[
+        "versions"]["opencv"]
+    assert "make_cifar_c.py" in exactness["reference"]
+    assert set(exactness["corruptions"]) == set(corruptions.ALL_CORRUPTIONS)
+    elastic = exactness["corruptions"]["elastic_transform"]
+    assert "OpenCV 4.10-4.14" in elastic and "OpenCV 5.0" in elastic and "85-90 %" in elastic
+    assert "scikit-image 0.14" in exactness["corruptions"]["impulse_noise"]
+    assert exactness["corruptions"]["contrast"] == "bit-exact against the reference"
+
+
 def test_written_folder_matches_the_schema(tmp_path):
     write(tmp_path, severities="2,5")
     assert corruption_folder_problems(tmp_path) == []
@@ -267,7 +281,7 @@ def test_cli_writes_a_tiny_digits_set_and_a_grid(tmp_path, monkeypatch):
 @pytest.mark.parametrize("args, message", [
     (["--corruptions", "fogg"], "unknown corruption 'fogg'"),
     (["--severities", "0,1"], "severity must be an integer from 1 to 5, got 0"),
-    (["--dataset", "imagenet"], "--dataset must be cifar10, cifar100 or digits, got 'imagenet'"),
+    (["--dataset", "imagenet"], "--dataset must be one of cifar10, cifar100, digits, imagefolder, got 'imagenet'"),
 ])
 def test_cli_bad_input_exits_2_with_a_message(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)

@@ -15,6 +15,7 @@ from robustgsl import runs
 from robustgsl.cli import main
 from robustgsl.config import EvalConfig, make_config
 from robustgsl.data import load_dataset
+from robustgsl.errors import InputError
 from robustgsl.evaluate import evaluate
 from robustgsl.train import train_both
 
@@ -110,6 +111,28 @@ def test_side_files_for_the_report(evaluation):
     wide = pd.read_csv(out / "robustbench.csv", header=[0, 1], index_col=0)
     errors = pd.read_csv(out / "errors.csv").set_index(["model", "head", "corruption", "severity"])["error"]
     assert wide.loc["gsl/1nn", ("contrast", "5")] == pytest.approx(1 - errors[("gsl", "1nn", "contrast", 5)])
+
+
+def test_robustbench_csv_reads_back_with_robustbenchs_reader(evaluation):
+    out, _ = evaluation
+    # robustbench/eval.py corruptions_evaluation reads unaggregated_results.csv with exactly these arguments,
+    # then turns the severity level into integers.
+    wide = pd.read_csv(out / "robustbench.csv", header=[0, 1], index_col=0)
+    wide.columns = wide.columns.set_levels([wide.columns.levels[0], wide.columns.levels[1].astype(int)])
+    # RobustBench's CORRUPTIONS order (gaussian_noise before contrast there), severities 1..5, no clean column.
+    assert list(wide.columns) == [("gaussian_noise", s) for s in range(1, 6)] + [("contrast", s) for s in range(1, 6)]
+    assert (out / "robustbench.csv").read_text().splitlines()[2].startswith("ce/argmax,")  # two header rows
+    errors = pd.read_csv(out / "errors.csv")
+    accuracy = pd.read_csv(out / "robustbench_summary.csv").set_index(["model", "head"])
+    for key, row in wide.iterrows():
+        model, head = key.split("/")
+        mine = errors[(errors["model"] == model) & (errors["head"] == head)]
+        # RobustBench's headline: the plain mean over corruptions x severities (what model_results.values.mean() gives).
+        assert row.mean() == pytest.approx(accuracy.loc[(model, head), "robust_accuracy"])
+        assert row.mean() == pytest.approx(1 - mine[mine["corruption"] != "clean"]["error"].mean())
+        assert accuracy.loc[(model, head), "clean_accuracy"] == pytest.approx(
+            1 - mine[mine["corruption"] == "clean"]["error"].item())
+    assert len(wide) == len(accuracy) == 7
 
 
 def test_released_layout_folder_is_accepted(evaluation, pair, tmp_path):
@@ -264,6 +287,24 @@ def test_without_a_baseline_the_tables_still_follow_the_schema(pair, evaluation,
     assert per_corruption["ce"].isna().all() and per_corruption["relative_ce"].isna().all()
     corrupted = errors[errors["corruption"] == "contrast"]
     assert per_corruption["mean_error"].item() == pytest.approx(corrupted["error"].mean())
+
+
+def test_benchmark_of_a_run_folder_gives_the_numbers_of_evaluate(evaluation, pair):
+    import robustgsl
+
+    out, corruption_dir = evaluation
+    result = robustgsl.benchmark(pair / "ce", dataset="digits", corruptions=CORRUPTIONS, heads=("argmax", "10nn"),
+                                 corruption_dir=corruption_dir, device="cpu", n_bootstrap=20)
+    errors = pd.read_csv(out / "errors.csv").set_index(["model", "head", "corruption", "severity"])["error"]
+    assert result.model == "ce" and result.heads == ("argmax", "10nn")
+    for (corruption, severity), row in result.errors.iterrows():
+        for head in ("argmax", "10nn"):
+            assert row[head] == pytest.approx(errors[("ce", head, corruption, severity)])
+    with pytest.raises(InputError, match="none of the heads argmax applies"):
+        robustgsl.benchmark(pair / "gsl", dataset="digits", corruptions="contrast", corruption_dir=corruption_dir,
+                            device="cpu")
+    with pytest.raises(InputError, match="--dataset cifar10, but the run folders were trained on digits"):
+        robustgsl.benchmark(pair / "ce", dataset="cifar10", corruption_dir=corruption_dir, device="cpu")
 
 
 # --- faults: the folder is written whole, --out is checked first, the cache is verified ---------------

@@ -187,3 +187,25 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         export_weights(tmp_path / "absent", format="kuangliu", out=tmp_path / "x.pt")
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_export_command(tmp_path):
+    from click.testing import CliRunner
+
+    from robustgsl.cli import main
+
+    model = write_run(tmp_path / "run", "ce")
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "run"), "--format", "kuangliu",
+                                       "--out", str(tmp_path / "out/ce.pt")])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {tmp_path / 'out/ce.pt'} and {tmp_path / 'out/ce.pt'}.json" in result.output
+    state = torch.load(tmp_path / "out/ce.pt", weights_only=True)
+    metadata = json.loads((tmp_path / "out/ce.pt.json").read_text())
+    with torch.no_grad():
+        torch.testing.assert_close(reference_outputs(state, metadata, images()), model(images()))
+    refused = CliRunner().invoke(main, ["export", str(tmp_path / "run"), "--format", "robustbench",
+                                        "--out", str(tmp_path / "rb.pt")])
+    assert refused.exit_code == 2 and "Error: cannot export" in refused.output
+    assert "relu(bn1(x))" in " ".join(refused.output.split()) and not (tmp_path / "rb.pt").exists()
+    missing = CliRunner().invoke(main, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "x.pt")])
+    assert missing.exit_code == 2 and "--format" in missing.output

@@ -84,10 +84,21 @@ def test_undefined_ratios_are_left_out_of_the_means():
 def test_robustbench_table_holds_accuracies():
     table = robustbench_table(errors_frame())
     assert list(table.index) == ["ce/argmax", "gsl/1nn"]
-    assert table.columns[0] == ("clean", 0)
+    assert list(table.columns) == [("noise", 1), ("noise", 2), ("blur", 1), ("blur", 2)]  # no clean column
+    assert table.index.name is None and table.columns.names == [None, None]
     assert table.loc["gsl/1nn", ("blur", 2)] == pytest.approx(1 - 0.30)
     assert table.loc["ce/argmax", ("noise", 1)] == pytest.approx(1 - 0.20)
-    assert table.shape == (2, 5)
+    assert table.shape == (2, 4)
+
+
+def test_robustbench_columns_follow_robustbenchs_corruption_order():
+    rows = [("m", "argmax", "clean", 0, 0.1)] + [("m", "argmax", c, s, 0.2) for c in
+                                                  ("gaussian_noise", "speckle_noise", "contrast", "shot_noise")
+                                                  for s in (2, 1)]
+    table = robustbench_table(pd.DataFrame(rows, columns=["model", "head", "corruption", "severity", "error"]))
+    # robustbench/data.py CORRUPTIONS: shot_noise, ..., gaussian_noise, ..., contrast, ...; others after.
+    assert [c for c, _ in table.columns[::2]] == ["shot_noise", "gaussian_noise", "contrast", "speckle_noise"]
+    assert [s for _, s in table.columns[:2]] == [1, 2]
 
 
 # ------------------------------------------------------------------------------------------ bootstrap

@@ -482,8 +482,8 @@ def test_fixture_follows_the_schema(tmp_path):
         "relative_mce_corruptions", "n_test"]
     assert list(pd.read_csv(eval_dir / "errors.csv").columns) == ["model", "head", "corruption", "severity", "error"]
     wide = pd.read_csv(eval_dir / "robustbench.csv", header=[0, 1], index_col=0)
-    assert wide.shape == (5, 76)  # the clean accuracy, then 15 corruptions x 5 severities
-    assert tuple(wide.columns[0]) == ("clean", "0")
+    assert wide.shape == (5, 75)  # 15 corruptions x 5 severities, no clean column (RobustBench's layout)
+    assert tuple(wide.columns[0]) == ("shot_noise", "1") and tuple(wide.columns[-1]) == ("elastic_transform", "5")
     meta = json.loads((eval_dir / "evaluation.json").read_text())
     assert meta["baseline"] == "ce/argmax" and len(meta["models"]) == 2
 
@@ -500,11 +500,12 @@ def test_schema_checks_catch_drift(tmp_path):
     problems = " ".join(run_folder_problems(run_dir))
     assert "versions is NoneType" in problems and "unexpected ['flip']" in problems
     wide = pd.read_csv(eval_dir / "robustbench.csv", header=[0, 1], index_col=0)
-    wide.drop(columns=[("clean", "0")]).to_csv(eval_dir / "robustbench.csv")  # 75 instead of 76 columns
+    wide.insert(0, ("clean", "0"), 0.9)  # the clean column robustbench.csv once had
+    wide.to_csv(eval_dir / "robustbench.csv")
     meta = json.loads((eval_dir / "evaluation.json").read_text())
     (eval_dir / "evaluation.json").write_text(json.dumps(meta | {"versions": {"python": "3.11"}}))
     problems = " ".join(evaluation_folder_problems(eval_dir))
-    assert "robustbench.csv columns: missing [('clean', '0')]" in problems
+    assert "robustbench.csv columns: missing [], unexpected [('clean', '0')]" in problems
     assert "evaluation.json versions: missing ['numpy', 'robustgsl', 'sklearn', 'torch']" in problems
 
 

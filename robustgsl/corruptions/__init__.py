@@ -4,10 +4,14 @@ The algorithms and severity constants follow the script that made CIFAR-10-C,
 ``ImageNet-C/create_c/make_cifar_c.py`` in hendrycks/robustness (Apache-2.0, 2019), with its CIFAR
 constants (not ImageNet-C's). Each image draws its random numbers from its own legacy
 ``RandomState`` seeded from (seed, corruption, severity, image index), so the output depends on
-neither batch size, worker count nor order.
+neither batch size, worker count nor order. Names, families and ``get_corruption_names`` are those of
+the ``imagecorruptions`` package; ``corrupt`` takes its keywords too.
 
-    >>> from robustgsl.corruptions import corrupt
+    >>> from robustgsl.corruptions import corrupt, get_corruption_names
     >>> corrupted = corrupt(images, "gaussian_noise", severity=3, seed=0)   # uint8 (N, 32, 32, 3)
+    >>> one = corrupt(image, corruption_name="fog", severity=3)             # uint8 (32, 32, 3)
+    >>> get_corruption_names("noise")
+    ['gaussian_noise', 'shot_noise', 'impulse_noise']
 """
 
 from __future__ import annotations
@@ -22,16 +26,24 @@ import numpy as np
 from robustgsl.corruptions.rng import image_seed
 from robustgsl.errors import InputError
 
+# The four families of the 15 benchmark corruptions (Hendrycks & Dietterich 2019, "Benchmarking Neural
+# Network Robustness to Common Corruptions and Perturbations", Fig. 1), in the reference's order; the
+# same lists as imagecorruptions' get_corruption_names("noise" | "blur" | "weather" | "digital").
+CORRUPTION_FAMILIES: dict[str, tuple[str, ...]] = {
+    "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
+    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
+    "weather": ("snow", "frost", "fog", "brightness"),
+    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression"),
+}
 # The 15 corruptions of CIFAR-10-C, in the reference's order (noise, blur, weather, digital).
-CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise",
-    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog",
-    "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)
-# The reference's 4 extra corruptions (released separately, for validation).
+CORRUPTIONS = tuple(name for family in CORRUPTION_FAMILIES.values() for name in family)
+# The reference's 4 extra corruptions, released separately for validation (imagecorruptions' "validation").
 EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+# The family each extra corruption resembles, for tables that group all 19.
+EXTRA_FAMILIES = {"speckle_noise": "noise", "gaussian_blur": "blur", "spatter": "weather", "saturate": "digital"}
+# imagecorruptions' order: its corruption_number i names ALL_CORRUPTIONS[i].
 ALL_CORRUPTIONS = CORRUPTIONS + EXTRA_CORRUPTIONS
+CORRUPTION_SUBSETS = ("common", "validation", "all", *CORRUPTION_FAMILIES)
 SEVERITIES = (1, 2, 3, 4, 5)
 IMAGE_SIZE = (32, 32)
 
@@ -67,7 +79,8 @@ def severity_params(name: str) -> tuple:
 
 def _unknown(name: object) -> InputError:
     return InputError(
-        f"unknown corruption {name!r}; valid names are 'all' (the 15), 'extra' (the 4 extra) or any of: "
+        f"unknown corruption {name!r}; valid names are 'all' (the 15), 'extra' (the 4 extra), a family "
+        f"({', '.join(CORRUPTION_FAMILIES)}) or any of: "
         + ", ".join(ALL_CORRUPTIONS)
     )
 
@@ -78,22 +91,33 @@ def _function(name: str) -> Callable:
     return _registry()[0][name]
 
 
+def get_corruption_names(subset: str = "common") -> list[str]:
+    """The corruption names of ``subset``, as imagecorruptions' ``get_corruption_names`` gives them:
+    "common" (the 15 of CIFAR-10-C), "validation" (the 4 extra), "all" (the 19), or one family
+    ("noise", "blur", "weather", "digital"; see ``CORRUPTION_FAMILIES``)."""
+    subsets = {"common": CORRUPTIONS, "validation": EXTRA_CORRUPTIONS, "all": ALL_CORRUPTIONS, **CORRUPTION_FAMILIES}
+    if subset not in subsets:
+        raise InputError(f"unknown corruption subset {subset!r}; valid: {', '.join(CORRUPTION_SUBSETS)}")
+    return list(subsets[subset])
+
+
 def resolve_corruptions(spec: str | Iterable[str]) -> tuple[str, ...]:
-    """'all' -> the 15, 'extra' -> the 4 extra, 'a,b' -> those; duplicates dropped, order kept."""
+    """'all' -> the 15, 'extra' -> the 4 extra, a family ('noise', 'blur', 'weather', 'digital') -> its
+    corruptions, 'a,b' -> those; duplicates dropped, order kept."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     names: list[str] = []
     for item in items:
         item = str(item).strip().lower().replace("-", "_")
         if not item:
             continue
-        expanded = {"all": CORRUPTIONS, "extra": EXTRA_CORRUPTIONS}.get(item, (item,))
+        expanded = {"all": CORRUPTIONS, "extra": EXTRA_CORRUPTIONS, **CORRUPTION_FAMILIES}.get(item, (item,))
         for name in expanded:
             if name not in ALL_CORRUPTIONS:
                 raise _unknown(name)
             if name not in names:
                 names.append(name)
     if not names:
-        raise InputError(f"no corruption given in {spec!r}; use 'all', 'extra' or names separated by commas")
+        raise InputError(f"no corruption given in {spec!r}; use 'all', 'extra', a family or names separated by commas")
     return tuple(names)
 
 
@@ -211,36 +235,80 @@ class ImageRngs(Sequence):
                 _SPARE_RNGS.append(rng)
 
 
-def corrupt(images: np.ndarray, name: str, severity: int, seed: int = 0, indices: Iterable[int] | None = None) -> np.ndarray:
-    """Apply one corruption at one severity to a uint8 batch (N, 32, 32, 3); returns the same shape.
+def corrupt(image: np.ndarray, corruption_name: str | None = None, severity: int = 1, seed: int = 0,
+            indices: int | Iterable[int] | None = None, *, corruption_number: int | None = None) -> np.ndarray:
+    """Apply one corruption at one severity to one uint8 image (H, W, 3) or a batch (N, H, W, 3).
 
-    ``indices`` are the images' positions in the full test set (default 0..N-1): a batch cut from
-    the middle of the test set gets the same bytes as in a full run.
+    Returns the same shape and dtype. The corruption is named by ``corruption_name`` or, as in
+    imagecorruptions, by ``corruption_number`` (its position in ``ALL_CORRUPTIONS``, 0..18). The old
+    positional form ``corrupt(images, "fog", 3)`` and imagecorruptions' keywords
+    ``corrupt(image, corruption_name="fog", severity=3)`` both work; imagecorruptions' positional order
+    ``corrupt(image, 3, "fog")`` (severity first) is refused with a message, never guessed.
+
+    Each image draws its random numbers from its own stream, seeded by (``seed``, corruption, severity,
+    its index). ``indices`` are the images' positions in the full test set (default 0..N-1; a single
+    image's default is 0): a batch cut from the middle of the test set gets the same bytes as in a
+    full run only with its indices. So ``corrupt(batch[4], ...)`` equals ``corrupt(batch, ...)[4]`` only
+    with ``indices=4``.
     """
-    function = _function(name)
+    name = _chosen_corruption(corruption_name, severity, corruption_number)
     severity = check_severity(severity)
     seed = check_seed(seed)
-    images = check_images(images, name)
-    if indices is None:
-        indices = np.arange(len(images))
-    else:
-        indices = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
-        if indices.shape != (len(images),) or (indices.size and (indices.dtype.kind not in "iu" or indices.min() < 0)):
-            raise InputError(
-                f"indices must be {len(images)} non-negative integers (one per image), got shape {indices.shape}"
-                f" and dtype {indices.dtype}"
-            )
+    single = isinstance(image, np.ndarray) and image.ndim == 3
+    images = check_images(image[None] if single else image, name)
+    indices = _image_indices(indices, len(images), single)
     rngs = ImageRngs(seed, name, severity, indices)
     try:
-        out = function(np.ascontiguousarray(images), severity, rngs)
+        out = _function(name)(np.ascontiguousarray(images), severity, rngs)
     finally:
         rngs.recycle()
     assert out.dtype == np.uint8 and out.shape == images.shape, (name, out.dtype, out.shape)
-    return out
+    return out[0] if single else out
+
+
+def _chosen_corruption(corruption_name: object, severity: object, corruption_number: object) -> str:
+    """The corruption's name from ``corruption_name`` or ``corruption_number``, or a clear refusal."""
+    if isinstance(severity, str) and not isinstance(corruption_name, str):
+        raise InputError(
+            f"corrupt(image, {corruption_name!r}, {severity!r}) reads like imagecorruptions' argument order "
+            f"(image, severity, corruption_name); robustgsl's is corrupt(image, corruption_name, severity): "
+            f"call corrupt(image, corruption_name={severity!r}, severity={corruption_name!r})")
+    if corruption_number is not None:
+        if corruption_name is not None:
+            raise InputError(f"give corruption_name or corruption_number, not both (got {corruption_name!r} and "
+                             f"{corruption_number!r})")
+        if isinstance(corruption_number, (bool, np.bool_)) or not isinstance(corruption_number, (int, np.integer)) \
+                or not 0 <= corruption_number < len(ALL_CORRUPTIONS):
+            raise InputError(f"corruption_number must be an integer from 0 to {len(ALL_CORRUPTIONS) - 1} "
+                             f"(a position in ALL_CORRUPTIONS), got {corruption_number!r}")
+        return ALL_CORRUPTIONS[int(corruption_number)]
+    if corruption_name is None:
+        raise InputError("give corruption_name (e.g. 'fog') or corruption_number (0..18)")
+    if not isinstance(corruption_name, str):
+        raise InputError(f"corruption_name must be a corruption name such as 'fog', got {corruption_name!r}; "
+                         f"pass the severity as severity=...")
+    _function(corruption_name)
+    return corruption_name
+
+
+def _image_indices(indices: object, n: int, single: bool) -> np.ndarray:
+    """The test-set index of each image (default 0..n-1); one image may take a plain integer."""
+    if indices is None:
+        return np.arange(n)
+    if single and isinstance(indices, (int, np.integer)) and not isinstance(indices, (bool, np.bool_)):
+        indices = [indices]
+    array = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
+    if array.shape != (n,) or (array.size and (array.dtype.kind not in "iu" or array.min() < 0)):
+        raise InputError(
+            f"indices must be {n} non-negative integers (one per image{'; or one integer' if single else ''}), "
+            f"got shape {array.shape} and dtype {array.dtype}"
+        )
+    return array
 
 
 __all__ = [
-    "ALL_CORRUPTIONS", "CORRUPTIONS", "CONSTANTS_SOURCE", "EXTRA_CORRUPTIONS", "GENERATOR_VERSION", "SEVERITIES",
-    "ImageRngs", "check_images", "check_severity", "corrupt", "parse_severities",
-    "resolve_corruptions", "severity_params",
+    "ALL_CORRUPTIONS", "CORRUPTIONS", "CORRUPTION_FAMILIES", "CORRUPTION_SUBSETS", "CONSTANTS_SOURCE",
+    "EXTRA_CORRUPTIONS", "EXTRA_FAMILIES", "GENERATOR_VERSION", "SEVERITIES", "ImageRngs", "check_images",
+    "check_severity", "corrupt", "get_corruption_names", "parse_severities", "resolve_corruptions",
+    "severity_params",
 ]

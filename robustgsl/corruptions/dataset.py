@@ -36,20 +36,24 @@ from robustgsl.corruptions import (
     resolve_corruptions,
     severity_params,
 )
+from robustgsl.corruptions.faithfulness import exactness
 from robustgsl.corruptions.manifest import CorruptionManifest, file_problem, identity_differences, read_manifest
 from robustgsl.corruptions.schedule import DEFAULT_CHUNK_SIZE, make_scheduler
 from robustgsl.errors import InputError
 from robustgsl.io import check_writable_folder, remove_stale_temporaries, save_npy_atomic
 from robustgsl.schema import corruption as schema
 
-__all__ = ["default_out_dir", "read_manifest", "verify_corruption_dataset", "write_corruption_dataset"]
+__all__ = ["array_sha256", "default_out_dir", "read_manifest", "verify_corruption_dataset", "write_corruption_dataset"]
 
 # Folder names of the released data sets; other data sets get their name in capitals.
 DATASET_FOLDERS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "DIGITS", "svhn": "SVHN"}
 
 
-def default_out_dir(dataset: str) -> Path:
-    """``corruptions/<DATASET>-C`` relative to the current folder, e.g. corruptions/CIFAR-10-C."""
+def default_out_dir(dataset: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """``corruptions/<DATASET>-C`` relative to the current folder, e.g. corruptions/CIFAR-10-C; an image
+    folder's (``data_dir``) is ``corruptions/<its name>-C``."""
+    if dataset == "imagefolder" and data_dir is not None:
+        return Path("corruptions") / f"{Path(data_dir).resolve().name}-C"
     return Path("corruptions") / f"{DATASET_FOLDERS.get(dataset, dataset.upper())}-C"
 
 
@@ -62,12 +66,13 @@ def verify_corruption_dataset(
     dataset: str | None = None,
     n_images: int | None = None,
     check_hashes: bool = True,
+    images_sha256: str | None = None,
 ) -> list[str]:
     """Problems that keep ``out_dir`` from serving these corruptions and severities; [] when it does.
 
-    Checks the manifest, that it covers the severities (and, when given, the seed, data set and
-    image count), and that labels.npy and each ``<corruption>.npy`` exist and match their recorded
-    size and SHA-256. Each problem is one line naming the file or field.
+    Checks the manifest, that it covers the severities (and, when given, the seed, data set, image
+    count and clean images' ``array_sha256``), and that labels.npy and each ``<corruption>.npy`` exist
+    and match their recorded size and SHA-256. Each problem is one line naming the file or field.
     """
     out_dir = Path(out_dir)
     names = resolve_corruptions(corruptions)
@@ -88,6 +93,8 @@ def verify_corruption_dataset(
     for field, expected in (("seed", seed), ("dataset", dataset), ("n_images", n_images)):
         if expected is not None and manifest.get(field) != expected:
             problems.append(f"{field}: folder has {manifest.get(field)!r}, expected {expected!r}")
+    if images_sha256 is not None and manifest.get("images_sha256") != images_sha256:
+        problems.append("images_sha256: the folder was made from other clean test images")
     for file_name in [schema.LABELS_FILE] + [schema.data_file(name) for name in names]:
         problem = file_problem(out_dir, manifest, file_name, check_hashes)
         if problem:
@@ -147,8 +154,8 @@ class CorruptionJob:
             "n_images": int(len(self.images)),
             "image_shape": list(self.images.shape[1:]),
             "severities": list(self.severities),
-            "images_sha256": _array_sha256(self.images),
-            "labels_sha256": _array_sha256(self.labels),
+            "images_sha256": array_sha256(self.images),
+            "labels_sha256": array_sha256(self.labels),
         }
 
 
@@ -203,7 +210,7 @@ def _open_folder(job: CorruptionJob) -> CorruptionManifest:
     manifest = (CorruptionManifest(job.out_dir, existing) if existing is not None
                 else CorruptionManifest.new(job.out_dir, identity, CONSTANTS_SOURCE))
     manifest.data.update(robustgsl_version=__version__, versions=_library_versions(),
-                         constants_source=CONSTANTS_SOURCE)
+                         constants_source=CONSTANTS_SOURCE, exactness=exactness())
     return manifest
 
 
@@ -277,7 +284,8 @@ def _check_labels(labels: object, n: int) -> np.ndarray:
     return labels
 
 
-def _array_sha256(array: np.ndarray) -> str:
+def array_sha256(array: np.ndarray) -> str:
+    """The manifest's images_sha256 / labels_sha256 of an array: dtype, shape, then its C-order bytes."""
     digest = sha256(f"{array.dtype.str}{array.shape}".encode())
     digest.update(np.ascontiguousarray(array).data)
     return digest.hexdigest()

@@ -33,9 +33,12 @@ from robustgsl.schema.run import CONFIG_FILE, ENVIRONMENT_FILE, METRIC_FIELDS, M
 
 @dataclass
 class Run:
-    """One trained model as the report sees it."""
+    """One evaluated model as the report sees it: a robustgsl run, or (kind external / reference) a model
+    robustgsl did not train, which has no run folder, training curves or config."""
 
     name: str
+    kind: str = "run"
+    entry: dict = field(default_factory=dict)  # its evaluation.json entry
     loss: str | None = None
     run_dir_text: str | None = None  # as written in evaluation.json
     run_dir: Path | None = None  # the folder found on disk, or None
@@ -125,7 +128,11 @@ def _find_run_dir(text: str, eval_dir: Path) -> Path | None:
 
 
 def _load_run(entry: dict, eval_dir: Path) -> Run:
-    run = Run(name=str(entry.get("name")), loss=entry.get("loss"), run_dir_text=entry.get("run_dir"))
+    kind = str(entry.get("kind") or "run")  # evaluations before external models held runs only
+    run = Run(name=str(entry.get("name")), kind=kind, entry=entry, loss=entry.get("loss"),
+              run_dir_text=entry.get("run_dir"))
+    if kind != "run":
+        return run
     if isinstance(entry.get("config"), dict):
         run.config = entry["config"]
     if not run.run_dir_text:

@@ -22,17 +22,18 @@ from robustgsl import __version__
 from robustgsl.io import recover_folder, remove_stale_temporaries, write_text_atomic
 from robustgsl.metrics import CLEAN
 from robustgsl.report import figures, tables
-from robustgsl.report.load import Evaluation, load_evaluation
+from robustgsl.report.load import Evaluation, Run, load_evaluation
 from robustgsl.schema.evaluation import (
     CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_FILE, EXAMPLE_ARRAYS, EXAMPLES_FILE, RECORD_FILE,
-    REPORT_FILE, ROBUSTBENCH_FILE, SUMMARY_FILE, embedding_array,
+    REPORT_FILE, ROBUSTBENCH_FILE, ROBUSTBENCH_SUMMARY_FILE, SUMMARY_FILE, embedding_array,
 )
 
 LINKED_FILES = (
     (SUMMARY_FILE, "Table 2 per model/head, with bootstrap intervals"),
     (ERRORS_FILE, "error per model, head, corruption and severity"),
     (CORRUPTION_SUMMARY_FILE, "CE_c and relative CE_c per corruption"),
-    (ROBUSTBENCH_FILE, "accuracies in RobustBench's wide layout"),
+    (ROBUSTBENCH_FILE, "accuracies in RobustBench's layout (its unaggregated_results.csv)"),
+    (ROBUSTBENCH_SUMMARY_FILE, "clean accuracy and RobustBench's robust accuracy"),
     (RECORD_FILE, "what was evaluated, how, and with which versions"),
     (EMBEDDINGS_FILE, "test embeddings behind the 2-D view"),
     (EXAMPLES_FILE, "the images of the corruption grid"),
@@ -101,7 +102,12 @@ def _data_facts(meta: dict[str, Any]) -> list[dict[str, Any]]:
     corruptions, severities = meta.get("corruptions"), meta.get("severities")
     if corruptions:
         facts.append(_fact("Corruptions × severities", f"{len(corruptions)} × {len(severities) if severities else '?'}"))
-    facts.append(_fact("Test images", meta.get("n_test")))
+    n_test, n_examples = meta.get("n_test"), meta.get("n_examples")
+    facts.append(_fact("Test images", f"{n_test} (the first {n_examples})" if n_examples else n_test))
+    folder = meta.get("image_folder")
+    if isinstance(folder, dict):
+        facts.append(_fact("Image folder", folder.get("description"), {"classes": folder.get("classes"),
+                                                                     "root": folder.get("root")}, wide=True))
     return facts
 
 
@@ -126,13 +132,30 @@ def _provenance_facts(meta: dict[str, Any]) -> list[dict[str, Any]]:
     return facts
 
 
+def _model_detail(run: Run) -> str:
+    """What the header says of a model: its loss or origin, architecture, parameters and weights' hash."""
+    entry = run.entry
+    if run.kind == "reference":
+        return f"baseline known by its results: {entry.get('source') or tables.NOT_AVAILABLE}"
+    parts = [run.loss or tables.NOT_AVAILABLE] if run.kind == "run" else ["not trained by robustgsl"]
+    if entry.get("architecture"):
+        parts.append(str(entry["architecture"]))
+    if isinstance(entry.get("parameters"), int):
+        parts.append(f"{entry['parameters']:,} parameters")
+    if entry.get("weights_sha256"):
+        parts.append(f"weights SHA-256 {str(entry['weights_sha256'])[:12]}")
+    if entry.get("factory"):
+        parts.append(f"from {entry['factory']}")
+    return ", ".join(parts)
+
+
 def _header(evaluation: Evaluation, colours: dict[str, str]) -> dict[str, Any]:
     meta = evaluation.meta
     heads = meta.get("heads") or sorted({key.rsplit("/", 1)[1] for key in evaluation.keys})
     return {
         "compared": [{"key": key, "colour": colours[key], "is_baseline": key == evaluation.baseline}
                      for key in evaluation.keys],
-        "models": [{"name": run.name, "loss": run.loss or tables.NOT_AVAILABLE} for run in evaluation.runs],
+        "models": [{"name": run.name, "detail": _model_detail(run)} for run in evaluation.runs],
         "heads": ", ".join(str(head) for head in heads),
         "baseline": evaluation.baseline,
         "facts": _data_facts(meta) + _provenance_facts(meta),
@@ -154,6 +177,12 @@ def _severity_curves(evaluation: Evaluation, keys: list[str]) -> tuple[dict, lis
             for key in keys if key in set(chosen["key"])
         }
     return curves, severities
+
+
+def _classes(meta: dict[str, Any]) -> list[str] | None:
+    """An image folder's class names (evaluation.json's image_folder), else None."""
+    folder = meta.get("image_folder")
+    return folder.get("classes") if isinstance(folder, dict) else None
 
 
 def _example_grid(evaluation: Evaluation) -> dict[str, Any]:
@@ -183,7 +212,7 @@ def _example_grid(evaluation: Evaluation) -> dict[str, Any]:
         "clean": figures.image_data_uri(examples["clean"]),
         "columns": [column for column in (groups[:split], groups[split:]) if column],
         "caption": (f"test image {int(examples['index'])}" if "index" in examples else "a test image")
-        + (f", true class: {tables.class_name(dataset, label)}" if label is not None else ""),
+        + (f", true class: {tables.class_name(dataset, label, _classes(evaluation.meta))}" if label is not None else ""),
         "severities": list(range(1, corrupted.shape[1] + 1)),
     }
 
@@ -214,7 +243,8 @@ def _embeddings(evaluation: Evaluation) -> dict[str, Any]:
     if not panels:
         return {"note": "embeddings.npz holds no usable model embeddings", "notes": notes}
     dataset = evaluation.meta.get("dataset")
-    class_names = [tables.class_name(dataset, int(label)) for label in sorted(set(labels.astype(int).tolist()))]
+    class_names = [tables.class_name(dataset, int(label), _classes(evaluation.meta))
+                   for label in sorted(set(labels.astype(int).tolist()))]
     dims = ", ".join(f"{name}: d = {clean.shape[1]}" for name, clean, _ in panels)
     return {
         "image": figures.embedding_figure(panels, labels, class_names,
@@ -228,17 +258,20 @@ def _embeddings(evaluation: Evaluation) -> dict[str, Any]:
 
 
 def _training(evaluation: Evaluation, colours: dict[str, str]) -> dict[str, Any]:
-    with_metrics = [(run.name, run.metrics) for run in evaluation.runs if run.metrics is not None]
-    notes = [{"what": f"Training curves of {run.name}", "why": "; ".join(run.notes) or "they were not recorded"}
-             if run.metrics is None else {"what": f"Some records of {run.name}", "why": "; ".join(run.notes)}
-             for run in evaluation.runs if run.metrics is None or run.notes]
+    trained = [run for run in evaluation.runs if run.kind == "run"]
+    with_metrics = [(run.name, run.metrics) for run in trained if run.metrics is not None]
+    notes = [{"what": f"Training records of {run.name}", "why": "robustgsl did not train it"}
+             for run in evaluation.runs if run.kind != "run"]
+    notes += [{"what": f"Training curves of {run.name}", "why": "; ".join(run.notes) or "they were not recorded"}
+              if run.metrics is None else {"what": f"Some records of {run.name}", "why": "; ".join(run.notes)}
+              for run in trained if run.metrics is None or run.notes]
     run_colours = {}
-    for run in evaluation.runs:
+    for run in trained:
         own = [key for key in evaluation.keys if key.rsplit("/", 1)[0] == run.name]
         run_colours[run.name] = colours[own[0]] if own else figures.PALETTE[len(run_colours) % len(figures.PALETTE)]
     figure = figures.training_figure(with_metrics, run_colours) if with_metrics else None
-    names = [(run.name, run.config) for run in evaluation.runs]
-    environments = [(run.name, tables.environment_rows(run.environment)) for run in evaluation.runs]
+    names = [(run.name, run.config) for run in trained]
+    environments = [(run.name, tables.environment_rows(run.environment)) for run in trained]
     hyper = tables.side_by_side(names, tables.CONFIG_ORDER, tables.CONFIG_HELP) if any(c for _, c in names) else []
     env = tables.side_by_side(environments, tables.ENVIRONMENT_ORDER, tables.ENVIRONMENT_HELP) \
         if any(e for _, e in environments) else []
@@ -246,7 +279,7 @@ def _training(evaluation: Evaluation, colours: dict[str, str]) -> dict[str, Any]
         if row["key"] == "wall_time_s":
             row["values"] = [tables.duration(e.get("wall_time_s")) if e else tables.NOT_AVAILABLE
                              for _, e in environments]
-    return {"figure": figure, "notes": notes, "names": [run.name for run in evaluation.runs],
+    return {"figure": figure, "notes": notes, "names": [run.name for run in trained],
             "hyper": hyper, "environment": env}
 
 
@@ -258,6 +291,8 @@ def _links(evaluation: Evaluation, page_dir: Path) -> dict[str, Any]:
         entry = {"name": run.name, "path": run.run_dir_text or tables.NOT_AVAILABLE, "href": None, "note": None}
         if run.run_dir is not None:
             entry["href"] = _href(run.run_dir, page_dir)
+        elif run.kind != "run":
+            entry["note"] = "robustgsl did not train it, so it has no run folder"
         else:
             entry["note"] = "; ".join(run.notes)
         runs.append(entry)
@@ -282,6 +317,12 @@ def _source_notes(meta: dict[str, Any]) -> list[str]:
         )
     else:
         notes.append("The corruption source is not recorded (no corruption_source in evaluation.json).")
+    folder = meta.get("image_folder")
+    if isinstance(folder, dict) and folder.get("resized_images"):
+        notes.append(
+            f"{folder['resized_images']} images of the image folder were not 32x32 and were resized "
+            f"({folder.get('resize_method')}): the models saw them resized, corruptions included."
+        )
     dataset, n_test = meta.get("dataset"), meta.get("n_test")
     if dataset and dataset != "cifar10":
         notes.append(

@@ -14,20 +14,18 @@ from typing import Any
 import numpy as np
 
 from robustgsl.config import TRAIN_OPTIONS
+from robustgsl.corruptions import CORRUPTION_FAMILIES, EXTRA_FAMILIES
 from robustgsl.metrics import CLEAN
 from robustgsl.report.load import Evaluation
 from robustgsl.schema.run import CONFIG_FIELDS, DERIVED_CONFIG_FIELDS, ENVIRONMENT_FIELDS, VERSION_PACKAGES
 
 NOT_AVAILABLE = "—"
 
-# The four families of the 15 CIFAR-10-C benchmark corruptions (Hendrycks & Dietterich 2019,
-# "Benchmarking Neural Network Robustness to Common Corruptions and Perturbations", Fig. 1), plus the
-# four extra corruptions they released, each placed in the family it belongs to.
+# The four families of the 15 benchmark corruptions (robustgsl.corruptions.CORRUPTION_FAMILIES), each with
+# the extra corruptions that resemble it.
 CORRUPTION_GROUPS: dict[str, tuple[str, ...]] = {
-    "noise": ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"),
-    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur", "gaussian_blur"),
-    "weather": ("snow", "frost", "fog", "brightness", "spatter"),
-    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression", "saturate"),
+    family: members + tuple(name for name, group in EXTRA_FAMILIES.items() if group == family)
+    for family, members in CORRUPTION_FAMILIES.items()
 }
 OTHER_GROUP = "other"
 
@@ -99,7 +97,10 @@ def interval(low: Any, high: Any, as_percent: bool) -> str:
     return f"[{show(low)}, {show(high)}]"
 
 
-def class_name(dataset: str | None, label: int) -> str:
+def class_name(dataset: str | None, label: int, classes: list[str] | None = None) -> str:
+    """A label's class name: ``classes`` (an image folder's) when given, else the data set's, else "class N"."""
+    if classes is not None and 0 <= label < len(classes):
+        return str(classes[label])
     if dataset == "cifar10" and 0 <= label < len(CIFAR10_CLASSES):
         return CIFAR10_CLASSES[label]
     if dataset == "digits":

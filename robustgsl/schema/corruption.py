@@ -52,9 +52,17 @@ MANIFEST_FIELDS = (
     Field("constants_source", "text", "where the severity constants come from"),
     Field("robustgsl_version", "text", "robustgsl version of the last writer"),
     Field("versions", "object", "versions of the libraries that compute the bytes, and of Python"),
+    Field("exactness", "object", "how exactly each corruption reproduces the reference script, and under which "
+                                 "conditions (EXACTNESS_FIELDS)"),
     Field("created_at", "ISO 8601 time, UTC", "first write into the folder"),
     Field("updated_at", "ISO 8601 time, UTC", "last file recorded"),
     Field("files", "object", "file name -> FILE_FIELDS, for every file written and verified"),
+)
+EXACTNESS_FIELDS = (
+    Field("reference", "text", "the script the corruptions are compared with"),
+    Field("opencv", "text", "the installed OpenCV (cv2.__version__); elastic_transform's bytes do not depend on it"),
+    Field("corruptions", "object", "corruption name -> its exactness condition "
+                                   "(robustgsl/corruptions/faithfulness.py), for all 19"),
 )
 FILE_FIELDS = (
     Field("sha256", "hex digest", "SHA-256 of the file's bytes"),

@@ -40,6 +40,24 @@ DERIVED_CONFIG_FIELDS = (
     Field("world_size", "count", "training processes (torchrun); the global batch is batch_size x world_size"),
     Field("paper_deviations", "list of text", "how the recipe differs from the paper's for this loss and data "
                                               "set: 'field: value (paper: value)' (robustgsl.config.paper_deviations)"),
+    Field("image_folder", "object", "image-folder runs only (dataset imagefolder): IMAGE_FOLDER_FIELDS, what "
+                                    "rebuilding the model and evaluating it need", required=False),
+)
+# What config.json (and evaluation.json) keep of an image folder (robustgsl.imagefolder.imagefolder_record).
+IMAGE_FOLDER_FIELDS = (
+    Field("root", "text", "absolute path of the folder (holding train/<class>/ and test/<class>/)"),
+    Field("classes", "list of text", "class names; label i is classes[i] (torchvision's ImageFolder order)"),
+    Field("mean", "list of 3 fractions", "per-channel mean of the training images in [0, 1] (the model's input "
+                                         "normalisation)"),
+    Field("std", "list of 3 fractions", "per-channel (population) std of the training images in [0, 1]"),
+    Field("flip", "boolean", "whether training augmentation flips images horizontally"),
+    Field("resize", "boolean", "whether images that are not 32x32 were resized (--resize) instead of refused"),
+    Field("resize_method", "text", "how they were resized, or null"),
+    Field("train_images", "count", "training images"),
+    Field("test_images", "count", "test images"),
+    Field("resized_images", "count", "images (both splits) that were resized"),
+    Field("original_sizes", "list of [width, height]", "the first distinct sizes of the resized images"),
+    Field("description", "text", "one line per split for the results to state"),
 )
 CONFIG_FIELDS = tuple(field.name for field in dataclasses.fields(TrainConfig)) + names(DERIVED_CONFIG_FIELDS)
 
