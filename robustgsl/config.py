@@ -8,25 +8,28 @@ embedding dimension) are filled in by ``make_config`` / ``resolve_config``.
 The ``paper`` preset is the recipe of Bontonou et al. (2019), section 4: PreActResNet-18, 200 epochs,
 batch 100, SGD with Nesterov momentum 0.9, learning rate 0.1 divided by 10 at epochs 100 and 150,
 weight decay 1e-4 (CIFAR-10, SVHN); Adam with learning rate 1e-3 for CIFAR-100 (same epochs and steps).
-GSL: k = batch size - 1 (the complete graph, "maximum k"), alpha = 2, d = number of classes.
+GSL: k = batch size - 1 (the complete graph, "maximum k"), alpha = 2, d = number of classes. The
+``paper-table2`` preset is the same recipe on CIFAR-10 with the GSL model of the paper's Table 2
+(d = 200; robustgsl/published.py). A field's ``applies`` predicate says which recorded configs use it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from robustgsl.corruptions import parse_severities, resolve_corruptions
 from robustgsl.data import DATASETS, dataset_info
 from robustgsl.errors import InputError
 from robustgsl.heads import DEFAULT_SVC_TRAIN_SIZE, validate_head_name
 from robustgsl.models import NORMALIZATIONS
-from robustgsl.options import OptionSpec, ParseError, option_specs, parse_int, parse_text, setting
+from robustgsl.options import OptionSpec, ParseError, option_specs, parse_int, parse_int_list, parse_text, setting
+from robustgsl.published import TABLE_2_DATASET, TABLE_2_GSL
 
 LOSSES = ("ce", "gsl")
 OPTIMIZERS = ("sgd", "adam")
-PRESETS = ("paper", "demo")
+PRESETS = ("paper", "paper-table2", "demo")
 GRAPH_MODES = ("local", "global")
 GSL_REDUCTIONS = ("mean", "sum")
 
@@ -41,6 +44,30 @@ def parse_k(text: str) -> int | None:
         raise ParseError("a positive integer or 'max'") from None
 
 
+def parse_epoch_list(text: str) -> list[int]:
+    """Epochs such as '1,10,50,200'; 'none' or nothing: [] (none, also over a preset's)."""
+    if text.strip().lower() in ("", "none", "off"):
+        return []
+    return sorted(set(parse_int_list(text)))
+
+
+# Which recorded configs (config.json dicts) use a field: the report lists only those.
+def _gsl(config: Mapping) -> bool:
+    return config.get("loss") == "gsl"
+
+
+def _ce(config: Mapping) -> bool:
+    return config.get("loss") == "ce"
+
+
+def _sgd(config: Mapping) -> bool:
+    return config.get("optimizer") == "sgd"
+
+
+def _several_processes(config: Mapping) -> bool:
+    return (config.get("world_size") or 1) > 1
+
+
 @dataclass
 class TrainConfig:
     loss: str = setting("ce", "ce (cross-entropy, argmax head) or gsl (graph smoothness loss).", choices=LOSSES,
@@ -48,44 +75,58 @@ class TrainConfig:
     dataset: str = setting("cifar10", "Training and test data.", choices=DATASETS)
     preset: str = setting(
         "paper", "paper (Bontonou et al. 2019: 200 epochs, batch 100, SGD Nesterov, lr 0.1 /10 at 100 and 150; "
-                 "Adam 1e-3 for CIFAR-100) or demo (digits, narrow model, a few epochs on CPU).", choices=PRESETS)
+                 "Adam 1e-3 for CIFAR-100), paper-table2 (the paper recipe on CIFAR-10 with Table 2's GSL "
+                 "d = 200) or demo (digits, narrow model, a few epochs on CPU).", choices=PRESETS)
     name: str | None = setting(None, "Name of the run in tables and reports.", default_text="the loss", cli=False)
     epochs: int = setting(200, "Passes over the training set.")
     batch_size: int = setting(100, "Per-process batch (the GSL graph size).")
     optimizer: str = setting("sgd", "Optimiser.", choices=OPTIMIZERS)
     lr: float = setting(0.1, "Learning rate.")
-    momentum: float = setting(0.9, "SGD momentum.")
-    nesterov: bool = setting(True, "Nesterov momentum (SGD).")
+    momentum: float = setting(0.9, "SGD momentum.", applies=_sgd)
+    nesterov: bool = setting(True, "Nesterov momentum (SGD).", applies=_sgd)
     weight_decay: float = setting(1e-4, "L2 weight decay.")
     milestones: list[int] = setting([100, 150], "Epochs at which the lr is multiplied by gamma, e.g. 100,150.",
                                     metavar="EPOCH,...")
-    gamma: float = setting(0.1, "Learning-rate factor at each milestone.")
+    gamma: float = setting(0.1, "Learning-rate factor at each milestone.",
+                           applies=lambda config: bool(config.get("milestones")))
     k: int | None = setting(None, "GSL graph neighbours per example, or 'max' (complete graph).", parse=parse_k,
-                            metavar="INTEGER|max", default_text="max")
-    alpha: float = setting(2.0, "GSL edge weight exp(-alpha * distance).")
+                            metavar="INTEGER|max", default_text="max", applies=_gsl)
+    alpha: float = setting(2.0, "GSL edge weight exp(-alpha * distance).", applies=_gsl)
     # The loss module's default is the sum (the paper's Definition 1). Training divides it by the batch
     # size: with the summed loss at the recipe's lr 0.1, SGD collapsed every embedding onto one point in
     # our runs (the final bias outgrows the weights), while the mean trains. "sum" restores Definition 1.
     gsl_reduction: str = setting("mean", "GSL loss over a batch: mean (sum / batch size) or sum (Definition 1 as "
-                                         "written).", choices=GSL_REDUCTIONS)
-    embedding_dim: int | None = setting(None, "GSL output dimension d.", default_text="number of classes")
-    normalization: str = setting("l2", "GSL output normalisation.", choices=NORMALIZATIONS)
+                                         "written).", choices=GSL_REDUCTIONS, applies=_gsl)
+    embedding_dim: int | None = setting(None, "GSL output dimension d.", default_text="number of classes",
+                                        applies=_gsl)
+    normalization: str = setting("l2", "GSL output normalisation (batchnorm: the paper's d = 2 setting).",
+                                 choices=NORMALIZATIONS, applies=_gsl)
+    bottleneck: int | None = setting(
+        None, "CE: a linear layer of this width between the features and the classifier; its output is the CE "
+              "embedding (2: the paper's Figure 1).", default_text="none", applies=_ce)
     width: float = setting(1.0, "Channel multiplier of PreActResNet-18.")
     seed: int = setting(0, "Seed of the initial weights, data order and augmentation.")
     augment: bool = setting(True, "Random crops (and flips where the data set allows them).")
     val_size: int = setting(0, "Training images held out for the per-epoch validation error (0: monitor a test "
                                "slice).")
-    monitor_size: int = setting(1000, "Test images monitored per epoch when --val-size is 0.")
+    monitor_size: int = setting(1000, "Test images monitored per epoch when --val-size is 0.",
+                                applies=lambda config: not config.get("val_size"))
     val_reference_size: int = setting(5000, "Training images the GSL 1-NN validation error searches (no "
-                                            "augmentation).")
+                                            "augmentation).", applies=_gsl)
+    embedding_snapshots: list[int] | None = setting(
+        None, "Epochs after which the embeddings of a fixed sample of training images are saved in "
+              "<run>/snapshots/ (the report's Figure 1), e.g. 1,10,50,200; epochs past --epochs are taken if "
+              "the run is extended.", parse=parse_epoch_list,
+        metavar="EPOCH,...", default_text="none", applies=lambda config: bool(config.get("embedding_snapshots")))
     # Faster execution on CUDA: bf16 autocast, channels_last, torch.compile (none change the recipe).
     amp: bool = setting(True, "bf16 autocast on CUDA.")
     channels_last: bool = setting(True, "channels_last memory format on CUDA.")
     compile: bool | None = setting(None, "torch.compile the model (falls back to eager with a message).",
                                    default_text="on for CUDA, off on the CPU")
     graph: str = setting("local", "Under torchrun: GSL graph per rank (local) or over the gathered global batch "
-                                  "(global).", choices=GRAPH_MODES)
-    sync_batchnorm: bool = setting(False, "SyncBatchNorm under torchrun.")
+                                  "(global).", choices=GRAPH_MODES,
+                         applies=lambda config: _gsl(config) and _several_processes(config))
+    sync_batchnorm: bool = setting(False, "SyncBatchNorm under torchrun.", applies=_several_processes)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -102,8 +143,9 @@ def parse_option_value(name: str, text: str) -> Any:
     return parse_text(specs[name], text)
 
 
-def preset_values(preset: str, dataset: str | None) -> dict:
-    """The values a preset sets, for ``dataset`` (None = the preset's own data set)."""
+def preset_values(preset: str, dataset: str | None, loss: str | None = None) -> dict:
+    """The values a preset sets, for ``dataset`` (None = the preset's own data set) and ``loss`` (None: the
+    values of either loss)."""
     if preset == "paper":
         dataset = dataset or "cifar10"
         values = dict(dataset=dataset, epochs=200, batch_size=100, milestones=[100, 150], gamma=0.1, width=1.0)
@@ -112,21 +154,31 @@ def preset_values(preset: str, dataset: str | None) -> dict:
         else:
             values.update(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
         return values
+    if preset == "paper-table2":
+        # Table 2 is measured on CIFAR-10 only; its GSL model differs from Table 1's in d alone.
+        if dataset not in (None, TABLE_2_DATASET):
+            raise InputError(f"preset paper-table2 is the paper's Table 2 setting on {TABLE_2_DATASET}, got "
+                             f"--dataset {dataset}; use --preset paper for other data sets")
+        values = preset_values("paper", TABLE_2_DATASET)
+        if loss != "ce":
+            values.update(k=TABLE_2_GSL["k"], alpha=TABLE_2_GSL["alpha"], embedding_dim=TABLE_2_GSL["embedding_dim"])
+        return values
     if preset == "demo":
         # A narrow network (1/8 width) on the digits: both models train in about a minute each on
         # 2 CPU cores and land far below chance (GSL 1-NN about 5 % validation error after 30 epochs;
         # it learns more slowly than CE). Adam, as the paper uses for CIFAR-100: it needs no lr tuning.
+        # The snapshots (inference only: the weights are the same without them) feed the report's Figure 1.
         return dict(
             dataset=dataset or "digits", epochs=30, batch_size=100, optimizer="adam", lr=2e-3,
             weight_decay=0.0, milestones=[22, 27], gamma=0.1, width=0.125,
-            monitor_size=300, val_reference_size=1000,
+            monitor_size=300, val_reference_size=1000, embedding_snapshots=[1, 5, 15, 30],
         )
     raise InputError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
 
 
 def make_config(loss: str, preset: str = "paper", dataset: str | None = None, **overrides) -> TrainConfig:
     """Resolve a preset, then apply the overrides that are not None, then fill in derived values and validate."""
-    values = preset_values(preset, dataset)
+    values = preset_values(preset, dataset, loss)
     values.update({key: value for key, value in overrides.items() if value is not None})
     unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
@@ -138,7 +190,10 @@ def make_config(loss: str, preset: str = "paper", dataset: str | None = None, **
 
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
-    """``config`` with its derived values filled in (GSL: d = number of classes unless given)."""
+    """``config`` with its derived values filled in (GSL: d = number of classes unless given; no snapshot
+    epochs: None, as a config written before the option existed reads)."""
+    if config.embedding_snapshots is not None and not config.embedding_snapshots:
+        config = dataclasses.replace(config, embedding_snapshots=None)
     if config.loss == "gsl" and config.embedding_dim is None and config.dataset in DATASETS:
         return dataclasses.replace(config, embedding_dim=dataset_info(config.dataset).num_classes)
     return config
@@ -181,6 +236,11 @@ def validate_config(config: TrainConfig) -> None:
            f"embedding dimension must be >= 1, got {config.embedding_dim}")
     _check(config.width > 0, f"width must be > 0, got {config.width}")
     _check(config.val_size >= 0, f"val size must be >= 0, got {config.val_size}")
+    _check(config.bottleneck is None or config.bottleneck >= 1,
+           f"bottleneck width must be >= 1 (or none), got {config.bottleneck}")
+    # Snapshot epochs past --epochs are taken if the run is extended (resumed with more epochs).
+    _check(all(epoch >= 1 for epoch in config.embedding_snapshots or ()),
+           f"embedding snapshot epochs must be >= 1, got {config.embedding_snapshots}")
 
 
 # --- evaluation ---------------------------------------------------------------------------------

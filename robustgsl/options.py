@@ -12,7 +12,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from robustgsl.errors import InputError
 
@@ -38,18 +38,24 @@ class OptionSpec:
     default_text: str | None = None  # how the help shows a default of None ("max", "number of classes")
     folder: bool = False  # the value is a folder path
     cli: bool = True  # offered on the command line
+    applies: Callable[[Mapping[str, Any]], bool] | None = None  # config -> whether the field is used (None: always)
 
     @property
     def is_flag(self) -> bool:
         return self.value_type is bool
 
+    def applies_to(self, config: Mapping[str, Any]) -> bool:
+        """Whether this field means something for ``config`` (a config.json dict or ``TrainConfig.to_dict()``)."""
+        return self.applies is None or bool(self.applies(config))
+
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
             parse: Callable[[str], Any] | None = None, flag: str | None = None, metavar: str | None = None,
-            default_text: str | None = None, folder: bool = False, cli: bool = True):
+            default_text: str | None = None, folder: bool = False, cli: bool = True,
+            applies: Callable[[Mapping[str, Any]], bool] | None = None):
     """A dataclass field with its option metadata (a list default is copied per instance)."""
     metadata = {_METADATA_KEY: dict(help=help, choices=choices, parse=parse, flag=flag, metavar=metavar,
-                                    default_text=default_text, folder=folder, cli=cli)}
+                                    default_text=default_text, folder=folder, cli=cli, applies=applies)}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

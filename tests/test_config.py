@@ -89,7 +89,7 @@ def test_help_lists_every_option_with_its_default():
     pair_help = invoke("train-both", "--help").output
     for spec in TRAIN_OPTIONS:  # name and loss are set per run, not for the pair
         assert (spec.flag in pair_help) == spec.cli, spec.name
-    assert "[paper: 200, demo: 30]" in " ".join(pair_help.split())
+    assert "[paper: 200, paper-table2: 200, demo: 30]" in " ".join(pair_help.split())
     assert "--loss [ce|gsl]" in invoke("train", "--help").output
     evaluate_help = " ".join(invoke("evaluate", "--help").output.split())
     for spec in EVAL_OPTIONS:
