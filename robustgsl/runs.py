@@ -19,7 +19,8 @@ import torch
 from robustgsl.errors import InputError
 from robustgsl.io import atomic_path, write_json_atomic, write_text_atomic
 from robustgsl.schema.run import (
-    CHECKPOINT_FILE, CONFIG_FILE, ENVIRONMENT_FILE, LAST_PAIR_FILE, METRICS_FILE, WEIGHTS_FILE,
+    CHECKPOINT_FILE, CONFIG_FILE, ENVIRONMENT_FILE, LAST_PAIR_FILE, METRICS_FILE, SEED_FOLDER_PREFIX, WEIGHTS_FILE,
+    seed_folder,
 )
 
 
@@ -206,7 +207,7 @@ def build_model_from_config(config: dict):
             mean=info.mean, std=info.std,
         )
     return PreActResNet18(out_dim=config["num_classes"], normalization=None, width=config["width"],
-                          mean=info.mean, std=info.std)
+                          mean=info.mean, std=info.std, bottleneck=config.get("bottleneck"))
 
 
 def load_model(run_dir: str | Path, device: torch.device | str = "cpu"):
@@ -235,8 +236,15 @@ def load_model(run_dir: str | Path, device: torch.device | str = "cpu"):
     return model.to(device).eval(), config
 
 
+def is_seed_folder(path: str | Path) -> bool:
+    """Whether ``path`` is one seed's pair folder of `train-both --seeds` (seed<N>)."""
+    name = Path(path).name
+    return name.startswith(SEED_FOLDER_PREFIX) and name[len(SEED_FOLDER_PREFIX):].isdigit()
+
+
 def find_last_pair(runs_root: str | Path = "runs") -> list[Path]:
-    """The run folders of the last `train-both` (recorded in <runs_root>/LAST_PAIR)."""
+    """The run folders of the last `train-both` (recorded in <runs_root>/LAST_PAIR): <pair>/ce and <pair>/gsl,
+    or, for `train-both --seeds`, those of every <pair>/seed<N> in seed order."""
     marker = Path(runs_root) / LAST_PAIR_FILE
     if not marker.is_file():
         raise InputError(
@@ -244,4 +252,8 @@ def find_last_pair(runs_root: str | Path = "runs") -> list[Path]:
             f"or pass run folders to evaluate"
         )
     pair = Path(marker.read_text().strip())  # train_both records the resolved (absolute) path
-    return [pair / "ce", pair / "gsl"]
+    seeds = sorted(int(path.name[len(SEED_FOLDER_PREFIX):]) for path in pair.glob(f"{SEED_FOLDER_PREFIX}*")
+                   if path.is_dir() and is_seed_folder(path))
+    if (pair / "ce").is_dir() or not seeds:
+        return [pair / "ce", pair / "gsl"]
+    return [pair / seed_folder(seed) / loss for seed in seeds for loss in ("ce", "gsl")]
