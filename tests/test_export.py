@@ -179,3 +179,10 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         export_weights(tmp_path / "absent", format="kuangliu", out=tmp_path / "x.pt")
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_bottleneck_model_is_refused_with_the_reason(tmp_path):
+    from robustgsl.models import PreActResNet18
+
+    with pytest.raises(InputError, match="2-wide bottleneck"):
+        kuangliu_state_dict(PreActResNet18(out_dim=10, width=WIDTH, bottleneck=2))
