@@ -1,7 +1,8 @@
 """Evaluation: trained runs x heads x (clean + corrupted test sets) -> error tables, MCE, report.
 
-``evaluate`` reads as its steps: load (models, data, corruption files) -> fit heads -> score -> summarise
--> write. For every model the training images (no augmentation, eval mode) give the reference
+``evaluate`` reads as its steps: load (models, data, corruption files; runs that differ only in their seed
+become the seeds of one model, robustgsl/seeds.py) -> fit heads -> score -> summarise (per run against
+its paired baseline run, then over seeds) -> write. For every model the training images (no augmentation, eval mode) give the reference
 embeddings of the k-NN and SVC heads (cached in the run folder, keyed by the weights' SHA-256). The clean
 test set and each corruption file (streamed with ``mmap_mode``, one at a time) go through the model
 once; every head classifies the same outputs. Per-image correctness is kept so the paired bootstrap can
@@ -21,9 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from robustgsl import runs
+from robustgsl import runs, seeds
 from robustgsl.config import EvalConfig, parse_baseline, validate_eval_config
-from robustgsl.corruptions import CONSTANTS_SOURCE, SEVERITIES, parse_severities, resolve_corruptions
+from robustgsl.corruptions import CONSTANTS_SOURCE, SEVERITIES, by_family, parse_severities, resolve_corruptions
 from robustgsl.corruptions.dataset import (
     default_out_dir, read_manifest, verify_corruption_dataset, write_corruption_dataset,
 )
@@ -33,15 +34,20 @@ from robustgsl.errors import InputError
 from robustgsl.heads import HEADS, KnnHead, make_head
 from robustgsl.io import save_npy_atomic, save_npz_atomic, sha256_file, write_csv_atomic, write_json_atomic
 from robustgsl.metrics import (
-    CLEAN, bootstrap_intervals, corruption_error_table, robustbench_table, summary_table,
+    CLEAN, ERROR_COLUMNS, bootstrap_statistics, corruption_error_table, percentile_intervals,
+    relative_ce_reliability, relative_mce_reliability, resampled_error_rates, robustbench_table, severity_curves,
+    summary_table,
 )
 from robustgsl.schema import corruption as corruption_schema
-from robustgsl.schema import names as column_names
 from robustgsl.schema.evaluation import (
-    CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_COLUMNS, ERRORS_FILE, EXAMPLES_FILE, RECORD_FILE,
-    ROBUSTBENCH_FILE, SUMMARY_FILE, embedding_array, summary_columns,
+    ALL_FAMILIES, CORRUPTION_SUMMARY_COLUMNS, CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_FILE,
+    EXAMPLES_FILE, RECORD_FILE, ROBUSTBENCH_FILE, SEED_METRICS, SEED_SUMMARY_COLUMNS, SEED_SUMMARY_FILE,
+    SEVERITY_COLUMNS, SEVERITY_FILE, SNAPSHOTS_DIR, SUMMARY_FILE, columns, embedding_array, snapshot_folder,
+    summary_columns,
 )
 from robustgsl.schema.run import CACHE_DIR
+from robustgsl.seeds import SeedRun
+from robustgsl.snapshots import copy_snapshots
 
 Log = Callable[[str], None]
 # Test images kept for the report's 2-D embedding view, and the corruption shown there.
@@ -55,7 +61,7 @@ CACHE_MAX_DIM = 64
 
 @dataclass
 class EvaluatedModel:
-    name: str
+    name: str  # the run's name, unique in the evaluation
     run_dir: Path
     config: dict
     model: torch.nn.Module
@@ -63,6 +69,11 @@ class EvaluatedModel:
     weights_sha256: str
     wall_time_s: float = 0.0
     fitted: dict = field(default_factory=dict)
+    seed_run: SeedRun | None = None  # which model (seed group) and seed the run is; set by _group_seeds
+
+    @property
+    def group(self) -> str:
+        return self.seed_run.model if self.seed_run else self.name
 
 
 @dataclass
@@ -73,6 +84,8 @@ class Tables:
     summary: pd.DataFrame
     corruption_summary: pd.DataFrame
     robustbench: pd.DataFrame
+    seed_summary: pd.DataFrame
+    severity_curves: pd.DataFrame
 
 
 def default_heads(loss: str) -> list[str]:
@@ -97,7 +110,8 @@ def evaluate(run_dirs: Sequence[str | Path] | None = None, config: EvalConfig | 
         _fit_heads(item, inputs, config, log)
         wrong.update(_score(item, inputs, config, embeddings, log))
         item.wall_time_s = time.time() - model_started
-    tables = summarise(wrong, inputs.rows, inputs.baseline, inputs.corruptions, config.n_bootstrap, config.seed)
+    tables = summarise(wrong, inputs.rows, inputs.baseline, inputs.corruptions, config.n_bootstrap, config.seed,
+                       [item.seed_run for item in inputs.models])
     _write(inputs, config, tables, embeddings, started)
     _log_summary(tables.summary, inputs.corruptions, log)
     if config.report:
@@ -147,10 +161,10 @@ def _load(run_dirs, config: EvalConfig, log: Log) -> _Inputs:
     device = resolve_device(config.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    models = _load_models(run_dirs, config.heads, device)
+    models = _group_seeds(_load_models(run_dirs, config.heads, device))
     dataset, num_classes = models[0].config["dataset"], models[0].config["num_classes"]
     baseline = _choose_baseline(models, config.baseline)
-    out_dir = Path(config.out_dir) if config.out_dir is not None else Path("reports") / run_dirs[0].resolve().parent.name
+    out_dir = Path(config.out_dir) if config.out_dir is not None else Path("reports") / _pair_name(run_dirs[0])
 
     train_images, train_labels = load_dataset(dataset, "train", data_dir=config.data_dir, download=config.download)
     test_images, test_labels = load_dataset(dataset, "test", data_dir=config.data_dir, download=config.download)
@@ -197,10 +211,24 @@ def _load_models(run_dirs: Sequence[Path], heads, device) -> list[EvaluatedModel
     return models
 
 
+def _group_seeds(models: list[EvaluatedModel]) -> list[EvaluatedModel]:
+    """Runs that differ only in their seed become the seeds of one model (robustgsl/seeds.py)."""
+    grouped = seeds.group_runs([item.name for item in models], [item.config for item in models])
+    for item, seed_run in zip(models, grouped):
+        item.name, item.seed_run = seed_run.run, seed_run
+    return models
+
+
+def _pair_name(run_dir: Path) -> str:
+    """Name of the default evaluation folder: the pair's folder (for a seed<N> folder, the one above it)."""
+    pair = run_dir.resolve().parent
+    return pair.parent.name if runs.is_seed_folder(pair) else pair.name
+
+
 def _choose_baseline(models: list[EvaluatedModel], spec: str | None) -> tuple[str, str] | None:
     """The baseline asked for (it must be evaluated), else ce/argmax when evaluated, else none."""
     baseline = parse_baseline(spec)
-    available = [(m.name, h) for m in models for h in m.heads]
+    available = list(dict.fromkeys((m.group, h) for m in models for h in m.heads))
     if baseline is not None and baseline not in available:
         raise InputError(f"baseline {spec} is not among the evaluated rows: "
                          f"{', '.join(f'{m}/{h}' for m, h in available)}")
@@ -384,47 +412,141 @@ def _error_line(per_head: dict, rows: list[int]) -> str:
 # --- summarise ------------------------------------------------------------------------------------
 
 def error_table(wrong: dict[tuple[str, str], np.ndarray], rows: Sequence[tuple[str, int]]) -> pd.DataFrame:
-    """errors.csv: the error rate of every (model, head) under every (corruption, severity) row."""
+    """The error rate of every (run, head) under every (corruption, severity) row; ``model`` holds the run."""
     return pd.DataFrame.from_records(
         [{"model": m, "head": h, "corruption": c, "severity": s, "error": float(array[r].mean())}
          for (m, h), array in wrong.items() for r, (c, s) in enumerate(rows)],
-        columns=column_names(ERRORS_COLUMNS))
+        columns=list(ERROR_COLUMNS))
 
 
 def summarise(wrong: dict[tuple[str, str], np.ndarray], rows: Sequence[tuple[str, int]],
-              baseline: tuple[str, str] | None, corruptions: Sequence[str], n_bootstrap: int, seed: int) -> Tables:
-    """The tables of an evaluation from per-image correctness: ``wrong[(model, head)]`` is a boolean
-    (len(rows), n_test) array, ``rows[r]`` its (corruption, severity), (CLEAN, 0) included."""
+              baseline: tuple[str, str] | None, corruptions: Sequence[str], n_bootstrap: int, seed: int,
+              seed_runs: Sequence[SeedRun] | None = None) -> Tables:
+    """The tables of an evaluation from per-image correctness: ``wrong[(run, head)]`` is a boolean
+    (len(rows), n_test) array, ``rows[r]`` its (corruption, severity), (CLEAN, 0) included.
+
+    ``seed_runs`` says which model and seed each run is (default: every run a model of its own, seed
+    unknown); ``baseline`` is a (model, head). Each run is scored against its paired baseline run, then
+    each model's seeds are averaged (robustgsl/seeds.py); every run sees the same bootstrap resamples.
+    """
     n_test = next(iter(wrong.values())).shape[1]
-    errors = error_table(wrong, rows)
+    seed_runs = list(seed_runs) if seed_runs is not None else \
+        [SeedRun(run, run, None) for run in dict.fromkeys(run for run, _ in wrong)]
+    per_run_errors = error_table(wrong, rows)
+    rates = resampled_error_rates(wrong, n_bootstrap, seed)
+    per_seed, per_corruption, statistics = _per_run_tables(per_run_errors, rates, rows, baseline, corruptions,
+                                                           seed_runs, n_test)
+    corruption_summary = _corruption_summary(per_corruption, seed_runs)
+    summary = _summary(per_seed, corruption_summary, statistics, seed_runs, baseline, n_test)
+    errors = seeds.label(per_run_errors, seed_runs).drop(columns="run")
+    mean_errors = errors.groupby(["model", "head", "corruption", "severity"], sort=False)["error"].mean().reset_index()
+    return Tables(
+        errors=errors, summary=summary, corruption_summary=corruption_summary,
+        robustbench=robustbench_table(mean_errors),
+        seed_summary=per_seed[list(columns(SEED_SUMMARY_COLUMNS, baseline is not None))],
+        severity_curves=_severity_curves(wrong, rates, rows, corruptions, seed_runs))
+
+
+def _per_run_tables(errors: pd.DataFrame, rates: dict, rows, baseline, corruptions, seed_runs: list[SeedRun],
+                    n_test: int) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Per run: its summary row (against its paired baseline run), its per-corruption ratios with their
+    reliability, and its resampled statistics."""
     if baseline is None:
-        # No baseline: clean and mean corruption errors only; the report says why MCE is missing.
+        per_corruption = corruption_error_table(errors, None, corruptions).merge(
+            relative_ce_reliability(errors, None, n_test, corruptions), on=["model", "head", "corruption"])
         corrupted = errors[errors["corruption"] != CLEAN].groupby(["model", "head"], sort=False)["error"].mean()
         clean = errors[errors["corruption"] == CLEAN].set_index(["model", "head"])["error"]
-        summary = pd.DataFrame({"clean_error": clean, "mean_corruption_error": corrupted}).reset_index()
-        summary.insert(2, "baseline", None)
+        per_seed = pd.DataFrame({"clean_error": clean, "mean_corruption_error": corrupted}).reset_index()
+        return seeds.label(per_seed, seed_runs), seeds.label(per_corruption, seed_runs), {}
+    by_run = {r.run: r for r in seed_runs}
+    pairs = seeds.paired_baselines(seed_runs, baseline[0])
+    summaries, ratios, statistics = [], [], {}
+    for base_run in dict.fromkeys(pairs.values()):
+        members = [run for run, paired in pairs.items() if paired == base_run]
+        subset = errors[errors["model"].isin(members)]
+        key = (base_run, baseline[1])
+        part = bootstrap_statistics({k: v for k, v in rates.items() if k[0] in members}, rows, key, corruptions)
+        statistics.update(part)
+        summary = summary_table(subset, key, corruptions).merge(percentile_intervals(part, BOOTSTRAP_LEVEL),
+                                                                on=["model", "head"])
+        per_corruption = corruption_error_table(subset, key, corruptions).merge(
+            relative_ce_reliability(subset, key, n_test, corruptions), on=["model", "head", "corruption"])
+        base_clean = float(summary.loc[(summary["model"] == base_run) & (summary["head"] == baseline[1]),
+                                       "clean_error"].iloc[0])
+        summary = summary.assign(clean_error_diff=summary["clean_error"] - base_clean,
+                                 baseline_seed=by_run[base_run].seed)
+        summaries.append(summary.merge(relative_mce_reliability(summary, per_corruption, key), on=["model", "head"]))
+        ratios.append(per_corruption)
+    order = {r.run: index for index, r in enumerate(seed_runs)}
+    per_seed = pd.concat(summaries).sort_values("model", key=lambda names: names.map(order), kind="stable")
+    per_corruption = pd.concat(ratios).sort_values("model", key=lambda names: names.map(order), kind="stable")
+    return seeds.label(per_seed, seed_runs), seeds.label(per_corruption, seed_runs), statistics
+
+
+def _corruption_summary(per_corruption: pd.DataFrame, seed_runs: list[SeedRun]) -> pd.DataFrame:
+    """corruption_summary.csv: ratios averaged over seeds; unreliable where any seed's is (reasons by seed)."""
+    several = {model for model, members in seeds.models(seed_runs).items() if len(members) > 1}
+    records = []
+    for (model, head, corruption), group in per_corruption.groupby(["model", "head", "corruption"], sort=False):
+        reasons = [(f"seed {seed}: {why}" if model in several else why)
+                   for seed, why in zip(group["seed"], group["relative_ce_reliability"]) if why]
+        records.append({"model": model, "head": head, "corruption": corruption,
+                        **{column: float(np.nanmean(group[column])) if group[column].notna().any() else np.nan
+                           for column in ("ce", "relative_ce", "mean_error")},
+                        "relative_ce_reliable": not reasons, "relative_ce_reliability": "; ".join(reasons)})
+    return pd.DataFrame.from_records(records, columns=[f.name for f in CORRUPTION_SUMMARY_COLUMNS])
+
+
+def _summary(per_seed: pd.DataFrame, corruption_summary: pd.DataFrame, statistics: dict,
+             seed_runs: list[SeedRun], baseline: tuple[str, str] | None, n_test: int) -> pd.DataFrame:
+    """summary.csv: per model/head, the mean over seeds, its spread, the bootstrap interval of the mean."""
+    present = [column for column in SEED_METRICS if column in per_seed]
+    summary = seeds.spread(per_seed, present)
+    summary.insert(2, "baseline", "/".join(baseline) if baseline else None)
+    if baseline is None:
         for column in ("mce", "relative_mce"):
             summary[column] = np.nan
     else:
-        summary = summary_table(errors, baseline, corruptions)
-        intervals = bootstrap_intervals(wrong, rows, baseline, n_resamples=n_bootstrap, seed=seed,
-                                        level=BOOTSTRAP_LEVEL, corruptions=corruptions)
-        summary = summary.merge(intervals, on=["model", "head"], how="left")
+        summary = summary.merge(percentile_intervals(seeds.mean_over_seeds(statistics, seed_runs), BOOTSTRAP_LEVEL),
+                                on=["model", "head"], how="left")
+        counts = per_seed.groupby(["model", "head"], sort=False)[["mce_corruptions", "relative_mce_corruptions"]].min()
+        summary = summary.merge(counts.reset_index(), on=["model", "head"], how="left")
+        summary = summary.merge(relative_mce_reliability(summary, corruption_summary, baseline), on=["model", "head"])
     summary["n_test"] = n_test
-    return Tables(errors=errors, summary=summary[list(summary_columns(baseline is not None))],
-                  corruption_summary=corruption_error_table(errors, baseline, corruptions),
-                  robustbench=robustbench_table(errors))
+    return summary[list(summary_columns(baseline is not None))]
+
+
+def _severity_curves(wrong: dict, rates: dict, rows, corruptions, seed_runs: list[SeedRun]) -> pd.DataFrame:
+    """severity_curves.csv: error against severity over every corruption and per family, seeds averaged."""
+    point = seeds.mean_over_seeds({key: {"error": array.mean(axis=1)} for key, array in wrong.items()}, seed_runs)
+    resampled = seeds.mean_over_seeds({key: {"error": array} for key, array in rates.items()}, seed_runs)
+    families = [(ALL_FAMILIES, list(corruptions))] + by_family(list(corruptions))
+    curves = severity_curves({key: value["error"] for key, value in point.items()},
+                             {key: value["error"] for key, value in resampled.items()}, rows, families,
+                             BOOTSTRAP_LEVEL)
+    return curves[[f.name for f in SEVERITY_COLUMNS]]
 
 
 # --- write ----------------------------------------------------------------------------------------
 
 def write_tables(out_dir: Path, tables: Tables) -> None:
-    """The four CSV files, each written atomically."""
+    """The CSV files, each written atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(out_dir / ERRORS_FILE, tables.errors, index=False)
     write_csv_atomic(out_dir / SUMMARY_FILE, tables.summary, index=False)
+    write_csv_atomic(out_dir / SEED_SUMMARY_FILE, tables.seed_summary, index=False)
     write_csv_atomic(out_dir / CORRUPTION_SUMMARY_FILE, tables.corruption_summary, index=False)
+    write_csv_atomic(out_dir / SEVERITY_FILE, tables.severity_curves, index=False)
     write_csv_atomic(out_dir / ROBUSTBENCH_FILE, tables.robustbench)
+
+
+def copy_run_snapshots(out_dir: Path, models: Sequence[EvaluatedModel]) -> list[str | None]:
+    """Each run's embedding snapshots copied into <out>/snapshots/<folder>/; per model its folder or None."""
+    folders = []
+    for index, item in enumerate(models):
+        folder = f"{SNAPSHOTS_DIR}/{snapshot_folder(index, item.name)}"
+        folders.append(folder if copy_snapshots(item.run_dir, out_dir / folder) else None)
+    return folders
 
 
 def example_arrays(folder: Path, names, test_images, test_labels, index: int) -> dict[str, np.ndarray]:
@@ -444,9 +566,12 @@ def _write(inputs: _Inputs, config: EvalConfig, tables: Tables, embeddings: dict
     save_npz_atomic(out_dir / EXAMPLES_FILE, example_arrays(inputs.folder, inputs.corruptions, inputs.test_images,
                                                             inputs.test_labels, config.grid_image_index))
     models = inputs.models
+    snapshot_folders = copy_run_snapshots(out_dir, models)
     write_json_atomic(out_dir / RECORD_FILE, {
-        "models": [{"name": m.name, "run_dir": str(m.run_dir.resolve()), "loss": m.config["loss"], "config": m.config,
-                    "weights_sha256": m.weights_sha256} for m in models],
+        "models": [{"name": m.name, "model": m.group, "seed": m.seed_run.seed if m.seed_run else None,
+                    "run_dir": str(m.run_dir.resolve()), "loss": m.config["loss"], "config": m.config,
+                    "weights_sha256": m.weights_sha256, "snapshots": folder}
+                   for m, folder in zip(models, snapshot_folders)],
         "heads": sorted({h for m in models for h in m.heads}, key=HEADS.index),
         "baseline": "/".join(inputs.baseline) if inputs.baseline else None,
         "dataset": inputs.dataset, "num_classes": inputs.num_classes, "n_test": len(inputs.test_labels),

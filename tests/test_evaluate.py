@@ -256,3 +256,71 @@ def test_without_a_baseline_the_tables_still_follow_the_schema(pair, evaluation,
     assert per_corruption["ce"].isna().all() and per_corruption["relative_ce"].isna().all()
     corrupted = errors[errors["corruption"] == "contrast"]
     assert per_corruption["mean_error"].item() == pytest.approx(corrupted["error"].mean())
+
+
+# --- seeds, and the paper's Table 1 beside CIFAR-100 and SVHN evaluations --------------------------
+
+def test_seed_pairs_are_averaged_with_paired_baselines(tmp_path, monkeypatch):
+    from robustgsl.evaluate import _pair_name
+
+    configs = {loss: make_config(loss, "demo", width=0.0625, epochs=1, embedding_snapshots=[1]) for loss in ("ce", "gsl")}
+    train_both(configs, tmp_path / "runs" / "pair", runs_root=tmp_path / "runs", seeds=[0, 1], device="cpu", quiet=True)
+    run_dirs = runs.find_last_pair(tmp_path / "runs")
+    assert _pair_name(run_dirs[0]) == "pair"  # the default evaluation folder is reports/pair, not reports/seed0
+    folder = _generate(tmp_path / "DIGITS-C")
+    out = evaluate(run_dirs, EvalConfig(out_dir=tmp_path / "report", corruption_dir=folder, corruptions="contrast",
+                                        heads=["argmax", "10nn"], n_bootstrap=50, device="cpu", quiet=True))
+    assert evaluation_folder_problems(out) == []
+    errors = pd.read_csv(out / "errors.csv")
+    assert sorted(set(errors["seed"])) == [0, 1] and set(errors["model"]) == {"ce", "gsl"}
+    summary = pd.read_csv(out / "summary.csv").set_index(["model", "head"])
+    assert (summary["n_seeds"] == 2).all() and set(summary.index) == {("ce", "argmax"), ("ce", "10nn"), ("gsl", "10nn")}
+    per_seed = pd.read_csv(out / "seed_summary.csv")
+    assert (per_seed["baseline_seed"] == per_seed["seed"]).all()
+    meta = json.loads((out / "evaluation.json").read_text())
+    assert [(m["name"], m["model"], m["seed"]) for m in meta["models"]] == [
+        ("ce-seed0", "ce", 0), ("gsl-seed0", "gsl", 0), ("ce-seed1", "ce", 1), ("gsl-seed1", "gsl", 1)]
+    # the runs' snapshots travel with the evaluation
+    for model in meta["models"]:
+        assert (out / model["snapshots"] / "epoch_0001.npz").is_file()
+    html = (out / "index.html").read_text()
+    assert "Mean over 2 training seeds" in html and 'id="figure1"' in html
+
+
+@pytest.mark.parametrize("dataset,published", [
+    # Bontonou et al. 2019, Table 1: CE argmax, GSL 1-NN, 10-NN, RBF SVC test errors (%)
+    ("cifar100", {"ce/argmax": "27.92", "gsl/1nn": "29.17", "gsl/10nn": "28.82", "gsl/svc": "30.55"}),
+    ("svhn", {"ce/argmax": "3.69", "gsl/1nn": "3.84", "gsl/10nn": "3.34", "gsl/svc": "3.40"}),
+])
+def test_table1_is_shown_beside_a_cifar100_or_svhn_evaluation(tmp_path, dataset, published):
+    from dataset_files import write_cifar100, write_svhn
+    from robustgsl.corruptions.dataset import write_corruption_dataset
+    from test_report import parse
+
+    data = tmp_path / "data"
+    data.mkdir()
+    if dataset == "cifar100":
+        write_cifar100(data, {"train": 200, "test": 40})
+    else:
+        write_svhn(data, {"train": np.arange(100) % 10 + 1, "test": np.arange(40) % 10 + 1})
+    configs = {loss: make_config(loss, "demo", dataset=dataset, width=0.0625, epochs=1, batch_size=50,
+                                 embedding_snapshots=[]) for loss in ("ce", "gsl")}
+    pair = train_both(configs, tmp_path / "runs" / "pair", data_dir=data, download=False, device="cpu", quiet=True)
+    images, labels = load_dataset(dataset, "test", data_dir=data, download=False)
+    write_corruption_dataset(images, labels, tmp_path / "C", corruptions=["contrast"], seed=0, workers=1,
+                             dataset_name=dataset, quiet=True)
+    out = evaluate(pair, EvalConfig(out_dir=tmp_path / "report", corruption_dir=tmp_path / "C", corruptions="contrast",
+                                    data_dir=data, download=False, svc_train_size=None, n_bootstrap=20, device="cpu",
+                                    quiet=True))
+    root = parse(out / "index.html")
+    table1 = [node for node in root.iter() if "table1" in node.classes()]
+    assert len(table1) == 1
+    shown = {node.attrs["data-key"]: node.attrs["data-published"] for node in table1[0].iter()
+             if "data-published" in node.attrs}
+    assert shown == published
+    summary = pd.read_csv(out / "summary.csv").set_index(["model", "head"])
+    measured = {" ".join(node.text().split()).split(" ")[0] for node in table1[0].iter() if "measured" in node.classes()}
+    assert measured == {f"{100 * summary.loc[tuple(key.split('/')), 'clean_error']:.2f}" for key in published}
+    assert not [node for node in root.iter() if node.tag == "aside" and "published" in node.classes()]
+    line = " ".join(next(node for node in root.iter() if "dataset-line" in node.classes()).text().split())
+    assert f"Measured on {'CIFAR-100' if dataset == 'cifar100' else 'SVHN'}, not CIFAR-10" in line

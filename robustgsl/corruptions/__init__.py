@@ -32,6 +32,16 @@ CORRUPTIONS = (
 # The reference's 4 extra corruptions (released separately, for validation).
 EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 ALL_CORRUPTIONS = CORRUPTIONS + EXTRA_CORRUPTIONS
+# The four families of the 15 benchmark corruptions (Hendrycks & Dietterich 2019, "Benchmarking Neural
+# Network Robustness to Common Corruptions and Perturbations", Fig. 1), each extra corruption placed in
+# the family it belongs to.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "noise": ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"),
+    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur", "gaussian_blur"),
+    "weather": ("snow", "frost", "fog", "brightness", "spatter"),
+    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression", "saturate"),
+}
+OTHER_FAMILY = "other"
 SEVERITIES = (1, 2, 3, 4, 5)
 IMAGE_SIZE = (32, 32)
 
@@ -57,6 +67,17 @@ def _registry() -> tuple[dict[str, Callable], frozenset[str], dict[str, tuple]]:
         any_size.update(getattr(module, "ANY_SIZE", ()))
         params.update({name: module.SEVERITY_PARAMS[name] for name in module.FUNCTIONS})
     return functions, frozenset(any_size), params
+
+
+def family_of(name: str) -> str:
+    """The family of a corruption (OTHER_FAMILY for a name outside FAMILIES)."""
+    return next((family for family, members in FAMILIES.items() if name in members), OTHER_FAMILY)
+
+
+def by_family(names: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """``names`` in their order, gathered under their family, families in FAMILIES order (empty ones dropped)."""
+    grouped = {family: [name for name in names if family_of(name) == family] for family in (*FAMILIES, OTHER_FAMILY)}
+    return [(family, members) for family, members in grouped.items() if members]
 
 
 def severity_params(name: str) -> tuple:
