@@ -50,7 +50,7 @@ def stand_ins(monkeypatch):
         runs.write_config(run_dir, runs.config_record(config, 1))
         runs.write_metrics(run_dir, [dataclasses.asdict(EpochMetrics(epoch, 1.0 / epoch, 0.002, 0.5, 0.4, 0.1))
                                      for epoch in range(1, config.epochs + 1)])
-        runs.start_environment(run_dir, config, torch.device("cpu"), 1, "stand-in", ["robustgsl"], resumed=False)
+        runs.start_environment(run_dir, config, torch.device("cpu"), 1, "stand-in", ["robustgsl"], previous=None)
         torch.manual_seed(config.seed)
         runs.save_weights(run_dir, torch.nn.Linear(2, 2))
         runs.finish_environment(run_dir, 2.5)
