@@ -49,11 +49,8 @@ from robustgsl.errors import InputError
 from robustgsl.evaluate import Log, ReferenceScores, Scores, score, write_evaluation
 from robustgsl.external import ExternalModel
 from robustgsl.heads import validate_head_name
+from robustgsl.metrics import ERROR_COLUMNS  # errors.csv's columns but the seed (one model, one seed here)
 from robustgsl.schema import corruption as corruption_schema
-from robustgsl.schema import names
-from robustgsl.schema.evaluation import ERRORS_COLUMNS
-
-ERROR_COLUMNS = names(ERRORS_COLUMNS)
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ _RUN_OPTIONS = ("data_dir", "download", "device", "resize")
 
 
 def _preset_default_text(spec) -> str:
-    """'200' when all presets agree, else 'recommended: 0.5 for gsl, paper: 2, demo: 2' (for each preset's
+    """'200' when all presets agree, else 'recommended: 0 for ce, 2 for gsl, paper: 0, ...' (for each preset's
     own data set)."""
     from robustgsl.config import PRESETS, preset_values
     from robustgsl.options import format_value
@@ -133,7 +133,8 @@ def _preset_default_text(spec) -> str:
     def text(preset: str) -> str:
         ce, gsl = (format_value(preset_values(preset, None, loss).get(spec.name, spec.default), spec.default_text)
                    for loss in ("ce", "gsl"))
-        return gsl if ce == gsl or spec.name in ("alpha", "normalization") else f"{ce} for ce, {gsl} for gsl"
+        gsl_only = spec.applies is not None and spec.applies({"loss": "gsl"}) and not spec.applies({"loss": "ce"})
+        return gsl if ce == gsl or gsl_only else f"{ce} for ce, {gsl} for gsl"
 
     texts = {preset: text(preset) for preset in PRESETS}
     if len(set(texts.values())) == 1:
@@ -149,12 +150,30 @@ def _recipe_params(excluded: tuple[str, ...] = ()) -> list[click.Parameter]:
             if spec.cli and spec.name not in excluded]
 
 
+class _SeedList(click.ParamType):
+    name = "SEED,..."
+
+    def convert(self, value, param, ctx):
+        from robustgsl.options import ParseError, parse_int_list
+
+        if not isinstance(value, str):
+            return value
+        try:
+            return parse_int_list(value)
+        except ParseError as error:
+            self.fail(f"seeds must be {error}, got {value!r}", param, ctx)
+
+
 def _training_params(out_help: str, with_loss: bool) -> Callable[[], list[click.Parameter]]:
     def make() -> list[click.Parameter]:
         from robustgsl.config import EVAL_OPTIONS, TRAIN_OPTIONS
 
         params = [_option(_spec(TRAIN_OPTIONS, "loss"), None, None, required=True)] if with_loss else []
         params.append(click.Option(["--out"], default=None, help=out_help))
+        if not with_loss:
+            params.append(click.Option(["--seeds"], type=_SeedList(), default=None, help=(
+                "One pair per seed, e.g. 0,1,2, in <out>/seed<N>/{ce,gsl} (instead of --seed); `evaluate` "
+                "averages over them.")))
         params += _recipe_params()
         params += [_option(spec, spec.default, _default_text(spec))
                    for spec in (_spec(EVAL_OPTIONS, name) for name in _RUN_OPTIONS)]
@@ -181,8 +200,13 @@ def _split_options(options: dict) -> tuple[dict, dict]:
     return recipe, run
 
 
-def _default_run_dir(config, suffix: str | None) -> str:
-    base = "runs/demo" if config.preset == "demo" else f"runs/{config.dataset}-{config.preset}-seed{config.seed}"
+def _default_run_dir(config, suffix: str | None, seeds: list[int] | None = None) -> str:
+    if config.preset == "demo":
+        base = "runs/demo"
+    elif seeds is not None:
+        base = f"runs/{config.dataset}-{config.preset}-seeds{'-'.join(map(str, seeds))}"
+    else:
+        base = f"runs/{config.dataset}-{config.preset}-seed{config.seed}"
     return f"{base}/{suffix}" if suffix else base
 
 
@@ -206,18 +230,21 @@ def train(loss: str, out: str | None, **options) -> None:
 
 
 @main.command("train-both", cls=_ConfigCommand, make_params=_training_params(
-    "Folder of the pair: <out>/ce and <out>/gsl [runs/<dataset>-<preset>-seed<seed>].", with_loss=False))
-def train_both(out: str | None, **options) -> None:
-    """Train the CE and the GSL model with the same data, seed and recipe."""
+    "Folder of the pair: <out>/ce and <out>/gsl, with --seeds <out>/seed<N>/{ce,gsl} "
+    "[runs/<dataset>-<preset>-seed<seed>].", with_loss=False))
+def train_both(out: str | None, seeds: list[int] | None, **options) -> None:
+    """Train the CE and the GSL model with the same data, seed and recipe (one pair per seed with --seeds)."""
     from robustgsl.config import make_config
     from robustgsl.distributed import is_main_process, shutdown
     from robustgsl.train import train_both as train_pair
 
+    if seeds is not None and options.get("seed") is not None:
+        raise InputError("give either --seed (one pair) or --seeds (one pair per seed), not both")
     recipe, run = _split_options(options)
     configs = {loss: make_config(loss, **recipe) for loss in ("ce", "gsl")}
-    out_dir = out or _default_run_dir(configs["ce"], None)
+    out_dir = out or _default_run_dir(configs["ce"], None, seeds)
     try:
-        paths = train_pair(configs, out_dir, runs_root="runs", **run)
+        paths = train_pair(configs, out_dir, runs_root="runs", seeds=seeds, **run)
     finally:
         shutdown()
     if not run["quiet"] and is_main_process():

@@ -8,7 +8,9 @@ embedding dimension) are filled in by ``make_config`` / ``resolve_config``.
 The ``paper`` preset is the recipe of Bontonou et al. (2019), section 4: PreActResNet-18, 200 epochs,
 batch 100, SGD with Nesterov momentum 0.9, learning rate 0.1 divided by 10 at epochs 100 and 150,
 weight decay 1e-4 (CIFAR-10, SVHN); Adam with learning rate 1e-3 for CIFAR-100 (same epochs and steps).
-GSL: k = batch size - 1 (the complete graph, "maximum k"), alpha = 2, d = number of classes.
+GSL: k = batch size - 1 (the complete graph, "maximum k"), alpha = 2, d = number of classes. The
+``paper-table2`` preset is the same recipe on CIFAR-10 with the GSL model of the paper's Table 2
+(d = 200; robustgsl/published.py). A field's ``applies`` predicate says which recorded configs use it.
 
 The ``recommended`` preset (the default) is the paper's recipe for CE and, for GSL, the paper's recipe with
 the three changes in ``GSL_RECIPE_CHANGES``: on real CIFAR-10 images the paper's GSL recipe stalls near
@@ -20,18 +22,19 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from robustgsl.corruptions import parse_severities, resolve_corruptions
 from robustgsl.data import BUILTIN_DATASETS, DATASETS, dataset_info
 from robustgsl.errors import InputError
 from robustgsl.heads import DEFAULT_SVC_TRAIN_SIZE, validate_head_name
 from robustgsl.models import NORMALIZATIONS
-from robustgsl.options import OptionSpec, ParseError, option_specs, parse_int, parse_text, setting
+from robustgsl.options import OptionSpec, ParseError, option_specs, parse_int, parse_int_list, parse_text, setting
+from robustgsl.published import TABLE_2_DATASET, TABLE_2_GSL
 
 LOSSES = ("ce", "gsl")
 OPTIMIZERS = ("sgd", "adam")
-PRESETS = ("recommended", "paper", "demo")
+PRESETS = ("recommended", "paper", "paper-table2", "demo")
 # GSL's departures from the paper in the recommended preset (evidence: benchmarks/README.md, "GSL recipe").
 # A 2-epoch linear warm-up keeps SGD from inflating the scale-invariant output layer in the first steps (the
 # paper's recipe grows its weight norm ~60-fold in epoch 1, which freezes learning); BatchNorm1d without
@@ -41,7 +44,7 @@ PRESETS = ("recommended", "paper", "demo")
 GSL_RECIPE_CHANGES = {"warmup_epochs": 2.0, "normalization": "bn-l2", "alpha": 0.5}
 # Fields that do not change what is learned (monitoring, speed, naming), left out of paper_deviations.
 NOT_RECIPE = ("loss", "preset", "name", "seed", "dataset", "monitor_size", "val_reference_size", "amp",
-              "channels_last", "compile", "graph", "sync_batchnorm")
+              "channels_last", "compile", "graph", "sync_batchnorm", "embedding_snapshots")
 GRAPH_MODES = ("local", "global")
 GSL_REDUCTIONS = ("mean", "sum")
 
@@ -56,6 +59,30 @@ def parse_k(text: str) -> int | None:
         raise ParseError("a positive integer or 'max'") from None
 
 
+def parse_epoch_list(text: str) -> list[int]:
+    """Epochs such as '1,10,50,200'; 'none' or nothing: [] (none, also over a preset's)."""
+    if text.strip().lower() in ("", "none", "off"):
+        return []
+    return sorted(set(parse_int_list(text)))
+
+
+# Which recorded configs (config.json dicts) use a field: the report lists only those.
+def _gsl(config: Mapping) -> bool:
+    return config.get("loss") == "gsl"
+
+
+def _ce(config: Mapping) -> bool:
+    return config.get("loss") == "ce"
+
+
+def _sgd(config: Mapping) -> bool:
+    return config.get("optimizer") == "sgd"
+
+
+def _several_processes(config: Mapping) -> bool:
+    return (config.get("world_size") or 1) > 1
+
+
 @dataclass
 class TrainConfig:
     loss: str = setting("ce", "ce (cross-entropy, argmax head) or gsl (graph smoothness loss).", choices=LOSSES,
@@ -65,31 +92,37 @@ class TrainConfig:
     preset: str = setting(
         "recommended", "paper (Bontonou et al. 2019: 200 epochs, batch 100, SGD Nesterov, lr 0.1 /10 at 100 and "
                        "150; Adam 1e-3 for CIFAR-100), recommended (the paper's, and for GSL a 2-epoch warm-up, "
-                       "bn-l2 outputs, alpha 0.5) or demo (digits, narrow model, a few epochs on CPU).",
-        choices=PRESETS)
+                       "bn-l2 outputs, alpha 0.5), paper-table2 (the paper recipe on CIFAR-10 with Table 2's GSL "
+                       "d = 200) or demo (digits, narrow model, a few epochs on CPU).", choices=PRESETS)
     name: str | None = setting(None, "Name of the run in tables and reports.", default_text="the loss", cli=False)
     epochs: int = setting(200, "Passes over the training set.")
     batch_size: int = setting(100, "Per-process batch (the GSL graph size).")
     optimizer: str = setting("sgd", "Optimiser.", choices=OPTIMIZERS)
     lr: float = setting(0.1, "Learning rate.")
-    momentum: float = setting(0.9, "SGD momentum.")
-    nesterov: bool = setting(True, "Nesterov momentum (SGD).")
+    momentum: float = setting(0.9, "SGD momentum.", applies=_sgd)
+    nesterov: bool = setting(True, "Nesterov momentum (SGD).", applies=_sgd)
     weight_decay: float = setting(1e-4, "L2 weight decay.")
     milestones: list[int] = setting([100, 150], "Epochs at which the lr is multiplied by gamma, e.g. 100,150.",
                                     metavar="EPOCH,...")
-    gamma: float = setting(0.1, "Learning-rate factor at each milestone.")
+    gamma: float = setting(0.1, "Learning-rate factor at each milestone.",
+                           applies=lambda config: bool(config.get("milestones")))
     warmup_epochs: float = setting(0.0, "Linear learning-rate warm-up over this many epochs (per step, from lr / "
                                         "steps to lr); 0: none.")
     k: int | None = setting(None, "GSL graph neighbours per example, or 'max' (complete graph).", parse=parse_k,
-                            metavar="INTEGER|max", default_text="max")
-    alpha: float = setting(2.0, "GSL edge weight exp(-alpha * distance).")
+                            metavar="INTEGER|max", default_text="max", applies=_gsl)
+    alpha: float = setting(2.0, "GSL edge weight exp(-alpha * distance).", applies=_gsl)
     # The loss module's default is the sum (the paper's Definition 1). Training divides it by the batch
     # size: with the summed loss at the recipe's lr 0.1, SGD collapsed every embedding onto one point in
     # our runs (the final bias outgrows the weights), while the mean trains. "sum" restores Definition 1.
     gsl_reduction: str = setting("mean", "GSL loss over a batch: mean (sum / batch size) or sum (Definition 1 as "
-                                         "written).", choices=GSL_REDUCTIONS)
-    embedding_dim: int | None = setting(None, "GSL output dimension d.", default_text="number of classes")
-    normalization: str = setting("l2", "GSL output normalisation.", choices=NORMALIZATIONS)
+                                         "written).", choices=GSL_REDUCTIONS, applies=_gsl)
+    embedding_dim: int | None = setting(None, "GSL output dimension d.", default_text="number of classes",
+                                        applies=_gsl)
+    normalization: str = setting("l2", "GSL output normalisation (batchnorm: the paper's d = 2 setting).",
+                                 choices=NORMALIZATIONS, applies=_gsl)
+    bottleneck: int | None = setting(
+        None, "CE: a linear layer of this width between the features and the classifier; its output is the CE "
+              "embedding (2: the paper's Figure 1).", default_text="none", applies=_ce)
     width: float = setting(1.0, "Channel multiplier of PreActResNet-18.")
     final_bn_relu: bool = setting(False, "BatchNorm-ReLU before the pooling (He et al.'s pre-activation network; "
                                          "kuangliu's layout has none).")
@@ -97,17 +130,24 @@ class TrainConfig:
     augment: bool = setting(True, "Random crops (and flips where the data set allows them).")
     val_size: int = setting(0, "Training images held out for the per-epoch validation error (0: monitor a test "
                                "slice).")
-    monitor_size: int = setting(1000, "Test images monitored per epoch when --val-size is 0.")
+    monitor_size: int = setting(1000, "Test images monitored per epoch when --val-size is 0.",
+                                applies=lambda config: not config.get("val_size"))
     val_reference_size: int = setting(5000, "Training images the GSL 1-NN validation error searches (no "
-                                            "augmentation).")
+                                            "augmentation).", applies=_gsl)
+    embedding_snapshots: list[int] | None = setting(
+        None, "Epochs after which the embeddings of a fixed sample of training images are saved in "
+              "<run>/snapshots/ (the report's Figure 1), e.g. 1,10,50,200; epochs past --epochs are taken if "
+              "the run is extended.", parse=parse_epoch_list,
+        metavar="EPOCH,...", default_text="none", applies=lambda config: bool(config.get("embedding_snapshots")))
     # Faster execution on CUDA: bf16 autocast, channels_last, torch.compile (none change the recipe).
     amp: bool = setting(True, "bf16 autocast on CUDA.")
     channels_last: bool = setting(True, "channels_last memory format on CUDA.")
     compile: bool | None = setting(None, "torch.compile the model (falls back to eager with a message).",
                                    default_text="on for CUDA, off on the CPU")
     graph: str = setting("local", "Under torchrun: GSL graph per rank (local) or over the gathered global batch "
-                                  "(global).", choices=GRAPH_MODES)
-    sync_batchnorm: bool = setting(False, "SyncBatchNorm under torchrun.")
+                                  "(global).", choices=GRAPH_MODES,
+                         applies=lambda config: _gsl(config) and _several_processes(config))
+    sync_batchnorm: bool = setting(False, "SyncBatchNorm under torchrun.", applies=_several_processes)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -124,10 +164,11 @@ def parse_option_value(name: str, text: str) -> Any:
     return parse_text(specs[name], text)
 
 
-def preset_values(preset: str, dataset: str | None, loss: str = "gsl") -> dict:
-    """The values a preset sets for ``loss`` on ``dataset`` (None = the preset's own data set)."""
+def preset_values(preset: str, dataset: str | None, loss: str | None = None) -> dict:
+    """The values a preset sets, for ``dataset`` (None = the preset's own data set) and ``loss`` (None: the
+    values of either loss)."""
     if preset == "recommended":
-        return preset_values("paper", dataset) | (GSL_RECIPE_CHANGES if loss == "gsl" else {})
+        return preset_values("paper", dataset, loss) | (GSL_RECIPE_CHANGES if loss != "ce" else {})
     if preset == "paper":
         dataset = dataset or "cifar10"
         values = dict(dataset=dataset, epochs=200, batch_size=100, milestones=[100, 150], gamma=0.1, width=1.0)
@@ -136,14 +177,24 @@ def preset_values(preset: str, dataset: str | None, loss: str = "gsl") -> dict:
         else:
             values.update(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
         return values
+    if preset == "paper-table2":
+        # Table 2 is measured on CIFAR-10 only; its GSL model differs from Table 1's in d alone.
+        if dataset not in (None, TABLE_2_DATASET):
+            raise InputError(f"preset paper-table2 is the paper's Table 2 setting on {TABLE_2_DATASET}, got "
+                             f"--dataset {dataset}; use --preset paper for other data sets")
+        values = preset_values("paper", TABLE_2_DATASET)
+        if loss != "ce":
+            values.update(k=TABLE_2_GSL["k"], alpha=TABLE_2_GSL["alpha"], embedding_dim=TABLE_2_GSL["embedding_dim"])
+        return values
     if preset == "demo":
         # A narrow network (1/8 width) on the digits: both models train in about a minute each on
         # 2 CPU cores and land far below chance (GSL 1-NN about 5 % validation error after 30 epochs;
         # it learns more slowly than CE). Adam, as the paper uses for CIFAR-100: it needs no lr tuning.
+        # The snapshots (inference only: the weights are the same without them) feed the report's Figure 1.
         return dict(
             dataset=dataset or "digits", epochs=30, batch_size=100, optimizer="adam", lr=2e-3,
             weight_decay=0.0, milestones=[22, 27], gamma=0.1, width=0.125,
-            monitor_size=300, val_reference_size=1000,
+            monitor_size=300, val_reference_size=1000, embedding_snapshots=[1, 5, 15, 30],
         )
     raise InputError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
 
@@ -162,8 +213,11 @@ def make_config(loss: str, preset: str = "recommended", dataset: str | None = No
 
 
 def resolve_config(config: TrainConfig, num_classes: int | None = None) -> TrainConfig:
-    """``config`` with its derived values filled in (GSL: d = number of classes unless given). An image
-    folder's classes are known once it is read: pass ``num_classes`` then."""
+    """``config`` with its derived values filled in (GSL: d = number of classes unless given; no snapshot
+    epochs: None, as a config written before the option existed reads). An image folder's classes are
+    known once it is read: pass ``num_classes`` then."""
+    if config.embedding_snapshots is not None and not config.embedding_snapshots:
+        config = dataclasses.replace(config, embedding_snapshots=None)
     if config.loss == "gsl" and config.embedding_dim is None:
         if num_classes is None and config.dataset in BUILTIN_DATASETS:
             num_classes = dataset_info(config.dataset).num_classes
@@ -174,17 +228,14 @@ def resolve_config(config: TrainConfig, num_classes: int | None = None) -> Train
 
 def paper_deviations(config: TrainConfig, num_classes: int | None = None) -> list[str]:
     """How ``config``'s recipe differs from the paper's for the same loss and data set, one
-    "field: value (paper: value)" per differing field (monitoring, speed and naming options left out);
-    ``num_classes`` for an image folder (the paper's d)."""
+    "field: value (paper: value)" per differing field that the run uses (``applies``; monitoring, speed and
+    naming options left out); ``num_classes`` for an image folder (the paper's d)."""
     paper = resolve_config(make_config(config.loss, "paper", config.dataset), num_classes)
-    ignored = NOT_RECIPE + (_GSL_ONLY if config.loss == "ce" else ())  # GSL's options do nothing for CE
-    return [f"{f.name}: {getattr(config, f.name)!r} (paper: {getattr(paper, f.name)!r})"
-            for f in dataclasses.fields(TrainConfig)
-            if f.name not in ignored and getattr(config, f.name) != getattr(paper, f.name)]
-
-
-# The fields only a GSL model uses.
-_GSL_ONLY = ("k", "alpha", "gsl_reduction", "embedding_dim", "normalization")
+    record = config.to_dict()
+    return [f"{spec.name}: {getattr(config, spec.name)!r} (paper: {getattr(paper, spec.name)!r})"
+            for spec in TRAIN_OPTIONS
+            if spec.name not in NOT_RECIPE and (spec.applies is None or spec.applies(record))
+            and getattr(config, spec.name) != getattr(paper, spec.name)]
 
 
 def _check(condition: bool, message: str) -> None:
@@ -225,6 +276,11 @@ def validate_config(config: TrainConfig) -> None:
     _check(config.width > 0, f"width must be > 0, got {config.width}")
     _check(config.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {config.warmup_epochs}")
     _check(config.val_size >= 0, f"val size must be >= 0, got {config.val_size}")
+    _check(config.bottleneck is None or config.bottleneck >= 1,
+           f"bottleneck width must be >= 1 (or none), got {config.bottleneck}")
+    # Snapshot epochs past --epochs are taken if the run is extended (resumed with more epochs).
+    _check(all(epoch >= 1 for epoch in config.embedding_snapshots or ()),
+           f"embedding snapshot epochs must be >= 1, got {config.embedding_snapshots}")
 
 
 # --- evaluation ---------------------------------------------------------------------------------

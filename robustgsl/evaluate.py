@@ -2,17 +2,19 @@
 
 The models are robustgsl's run folders and models robustgsl did not train (``robustgsl.external``:
 ``--model MODULE:FACTORY``, or a module passed to ``robustgsl.benchmark``). ``evaluate`` reads as its steps:
-load (models, data, corruption files) -> fit heads -> score -> summarise -> write; ``score`` is all but
-the last, for callers that keep the results in memory (robustgsl/benchmarking.py). For every model the
-training images (no augmentation, eval mode) give the reference embeddings of the k-NN and SVC heads
-(cached in a run's folder, keyed by the weights' and the images' content and verified: robustgsl/cache.py;
-an external model has no folder and no cache). The clean test set and each corruption file (streamed with
-``mmap_mode``, one at a time) go through the model once; every head classifies the same outputs.
-Per-image correctness is kept so the paired bootstrap can resample test images. The evaluation folder is
-written as a whole (robustgsl.io.atomic_folder): a given ``--out`` is checked before the work starts, the
-files are written into a temporary sibling folder, which replaces the old folder only once complete. So
-the folder holds one evaluation's files, never a mix of two, and a failed evaluation changes nothing.
-The files of an evaluation folder are defined in robustgsl/schema/evaluation.py.
+load (models, data, corruption files; runs that differ only in their seed become the seeds of one model,
+robustgsl/seeds.py) -> fit heads -> score -> summarise (per run against its paired baseline run, then over
+seeds) -> write; ``score`` is all but the last, for callers that keep the results in memory
+(robustgsl/benchmarking.py). For every model the training images (no augmentation, eval mode) give the
+reference embeddings of the k-NN and SVC heads (cached in a run's folder, keyed by the weights' and the
+images' content and verified: robustgsl/cache.py; an external model has no folder and no cache). The clean
+test set and each corruption file (streamed with ``mmap_mode``, one at a time) go through the model once;
+every head classifies the same outputs. Per-image correctness is kept so the paired bootstrap can resample
+test images. The evaluation folder is written as a whole (robustgsl.io.atomic_folder): a given ``--out`` is
+checked before the work starts, the files are written into a temporary sibling folder, which replaces the
+old folder only once complete. So the folder holds one evaluation's files, never a mix of two, and a
+failed evaluation changes nothing. The files of an evaluation folder are defined in
+robustgsl/schema/evaluation.py.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from robustgsl import cache, runs
+from robustgsl import cache, runs, seeds
 from robustgsl.config import EvalConfig, parse_baseline, validate_eval_config
-from robustgsl.corruptions import CONSTANTS_SOURCE, SEVERITIES, parse_severities, resolve_corruptions
+from robustgsl.corruptions import CONSTANTS_SOURCE, SEVERITIES, by_family, parse_severities, resolve_corruptions
 from robustgsl.corruptions.dataset import (
     array_sha256, default_out_dir, read_manifest, verify_corruption_dataset, write_corruption_dataset,
 )
@@ -46,15 +48,20 @@ from robustgsl.io import (
     write_json_atomic,
 )
 from robustgsl.metrics import (
-    CLEAN, bootstrap_intervals, corruption_error_table, robustbench_summary_table, robustbench_table, summary_table,
+    CLEAN, ERROR_COLUMNS, bootstrap_statistics, corruption_error_table, percentile_intervals,
+    relative_ce_reliability, relative_mce_reliability, resampled_error_rates, robustbench_summary_table,
+    robustbench_table, severity_curves, summary_table,
 )
 from robustgsl.schema import corruption as corruption_schema
-from robustgsl.schema import names as column_names
 from robustgsl.schema.evaluation import (
-    CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_COLUMNS, ERRORS_FILE, EXAMPLES_FILE, FILES, RECORD_FILE,
-    REPORT_FILE, ROBUSTBENCH_FILE, ROBUSTBENCH_SUMMARY_FILE, SUMMARY_FILE, embedding_array, summary_columns,
+    ALL_FAMILIES, CORRUPTION_SUMMARY_COLUMNS, CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_FILE,
+    EXAMPLES_FILE, FILES, RECORD_FILE, REPORT_FILE, ROBUSTBENCH_FILE, ROBUSTBENCH_SUMMARY_FILE, SEED_METRICS,
+    SEED_SUMMARY_COLUMNS, SEED_SUMMARY_FILE, SEVERITY_COLUMNS, SEVERITY_FILE, SNAPSHOTS_DIR, SUMMARY_FILE, columns,
+    embedding_array, snapshot_folder, summary_columns,
 )
 from robustgsl.schema.run import CACHE_DIR
+from robustgsl.seeds import SeedRun
+from robustgsl.snapshots import copy_snapshots
 
 Log = Callable[[str], None]
 # Test images kept for the report's 2-D embedding view, and the corruption shown there.
@@ -84,10 +91,20 @@ class EvaluatedModel:
     wall_time_s: float = 0.0
     fitted: dict = field(default_factory=dict)
     cache_off: bool = False  # set when its cache folder cannot be written (a read-only run folder)
+    seed_run: SeedRun | None = None  # which model (seed group) and seed the run is; set by _group_seeds
 
     @property
     def weights_sha256(self) -> str:
         return self.entry["weights_sha256"]
+
+    @property
+    def config(self) -> dict | None:
+        """A run's config.json; None for an external model."""
+        return self.entry.get("config")
+
+    @property
+    def group(self) -> str:
+        return self.seed_run.model if self.seed_run else self.name
 
 
 @dataclass(frozen=True)
@@ -97,7 +114,7 @@ class ReferenceScores:
 
     name: str
     head: str
-    errors: pd.DataFrame  # ERRORS_COLUMNS rows of (name, head), (CLEAN, 0) included
+    errors: pd.DataFrame  # ERROR_COLUMNS rows (robustgsl.metrics) of (name, head), (CLEAN, 0) included
     entry: dict  # its entry in evaluation.json's "models" (kind "reference")
     wrong: np.ndarray | None = None  # bool (len(rows), n_test)
     rows: tuple[tuple[str, int], ...] | None = None
@@ -113,6 +130,8 @@ class Tables:
     corruption_summary: pd.DataFrame
     robustbench: pd.DataFrame
     robustbench_summary: pd.DataFrame
+    seed_summary: pd.DataFrame
+    severity_curves: pd.DataFrame
 
 
 @dataclass
@@ -120,7 +139,7 @@ class Scores:
     """An evaluation before it is written: what was read, per-image results, tables, embedding views."""
 
     inputs: "_Inputs"
-    wrong: dict[tuple[str, str], np.ndarray]  # (model, head) -> bool (len(rows), n_test), scored here
+    wrong: dict[tuple[str, str], np.ndarray]  # (run, head) -> bool (len(rows), n_test), scored here
     tables: Tables
     embeddings: dict[str, np.ndarray]
     started: float
@@ -160,13 +179,14 @@ def score(run_dirs: Sequence[str | Path] | None, config: EvalConfig, log: Log,
         _fit_heads(item, inputs, config, log)
         wrong.update(_score(item, inputs, config, embeddings, log))
         item.wall_time_s = time.time() - model_started
-    extra_errors = None
+    extra_errors, seed_runs = None, [item.seed_run for item in inputs.models]
     if inputs.reference is not None:
         reference_wrong, extra_errors = _reference_rows(inputs.reference, inputs)
         if reference_wrong is not None:
             wrong[(inputs.reference.name, inputs.reference.head)] = reference_wrong
+        seed_runs.append(SeedRun(inputs.reference.name, inputs.reference.name, None))
     tables = summarise(wrong, inputs.rows, inputs.baseline, inputs.corruptions, config.n_bootstrap, config.seed,
-                       extra_errors=extra_errors)
+                       seed_runs, extra_errors=extra_errors)
     _log_summary(tables.summary, inputs.corruptions, log)
     return Scores(inputs, wrong, tables, embeddings, started)
 
@@ -195,7 +215,7 @@ def is_evaluation_folder(folder: Path) -> bool:
 def _default_out_dir(inputs: "_Inputs") -> Path:
     """reports/<the first run's parent folder>, or reports/<the first external model's name>."""
     first = inputs.models[0]
-    return Path("reports") / (first.run_dir.resolve().parent.name if first.run_dir is not None else first.name)
+    return Path("reports") / (_pair_name(first.run_dir) if first.run_dir is not None else first.name)
 
 
 def _planned_out_dir(run_dirs, models, config: EvalConfig) -> Path | None:
@@ -203,8 +223,7 @@ def _planned_out_dir(run_dirs, models, config: EvalConfig) -> Path | None:
     if config.out_dir is not None:
         return Path(config.out_dir)
     if run_dirs or not models:
-        first = Path(run_dirs[0]) if run_dirs else runs.find_last_pair()[0]
-        return Path("reports") / first.resolve().parent.name
+        return Path("reports") / _pair_name(Path(run_dirs[0]) if run_dirs else runs.find_last_pair()[0])
     return None
 
 
@@ -271,6 +290,7 @@ def _load(run_dirs, external, config: EvalConfig, reference: ReferenceScores | N
         torch.backends.cudnn.benchmark = True
     models = _load_run_models(run_dirs, config.heads, device) + _load_external_models(external, config.heads, device)
     _check_unique_names(models)
+    models = _group_seeds(models)
     reference = _reference_named(reference, models)
     baseline = _choose_baseline(models, config.baseline, reference)
     data = _data_set(models, config)
@@ -356,6 +376,21 @@ def _reference_named(reference: ReferenceScores | None, models: list[EvaluatedMo
                                entry=reference.entry | {"name": name})
 
 
+def _group_seeds(models: list[EvaluatedModel]) -> list[EvaluatedModel]:
+    """Runs that differ only in their seed become the seeds of one model (robustgsl/seeds.py); an external
+    model, which has no config, is a model of its own."""
+    grouped = seeds.group_runs([item.name for item in models], [item.config for item in models])
+    for item, seed_run in zip(models, grouped):
+        item.name, item.seed_run = seed_run.run, seed_run
+    return models
+
+
+def _pair_name(run_dir: Path) -> str:
+    """Name of the default evaluation folder: the pair's folder (for a seed<N> folder, the one above it)."""
+    pair = run_dir.resolve().parent
+    return pair.parent.name if runs.is_seed_folder(pair) else pair.name
+
+
 def _choose_baseline(models: list[EvaluatedModel], spec: str | None,
                      reference: ReferenceScores | None) -> tuple[str, str] | None:
     """A reference's key; else the baseline asked for (it must be evaluated), else ce/argmax when
@@ -365,7 +400,7 @@ def _choose_baseline(models: list[EvaluatedModel], spec: str | None,
         if baseline is not None:
             raise InputError(f"give a baseline result or --baseline {spec}, not both")
         return reference.name, reference.head
-    available = [(m.name, h) for m in models for h in m.heads]
+    available = list(dict.fromkeys((m.group, h) for m in models for h in m.heads))
     if baseline is not None and baseline not in available:
         raise InputError(f"baseline {spec} is not among the evaluated rows: "
                          f"{', '.join(f'{m}/{h}' for m, h in available)}")
@@ -717,51 +752,138 @@ def _reference_rows(reference: ReferenceScores, inputs: _Inputs) -> tuple[np.nda
     known = _known_errors(reference)
     return None, pd.DataFrame.from_records(
         [{"model": reference.name, "head": reference.head, "corruption": c, "severity": s, "error": known[(c, s)]}
-         for c, s in inputs.rows], columns=column_names(ERRORS_COLUMNS))
+         for c, s in inputs.rows], columns=list(ERROR_COLUMNS))
 
 
 # --- summarise ------------------------------------------------------------------------------------
 
 def error_table(wrong: dict[tuple[str, str], np.ndarray], rows: Sequence[tuple[str, int]]) -> pd.DataFrame:
-    """errors.csv: the error rate of every (model, head) under every (corruption, severity) row."""
+    """The error rate of every (run, head) under every (corruption, severity) row; ``model`` holds the run."""
     return pd.DataFrame.from_records(
         [{"model": m, "head": h, "corruption": c, "severity": s, "error": float(array[r].mean())}
          for (m, h), array in wrong.items() for r, (c, s) in enumerate(rows)],
-        columns=column_names(ERRORS_COLUMNS))
+        columns=list(ERROR_COLUMNS))
 
 
 def summarise(wrong: dict[tuple[str, str], np.ndarray], rows: Sequence[tuple[str, int]],
               baseline: tuple[str, str] | None, corruptions: Sequence[str], n_bootstrap: int, seed: int,
-              extra_errors: pd.DataFrame | None = None) -> Tables:
-    """The tables of an evaluation from per-image correctness: ``wrong[(model, head)]`` is a boolean
+              seed_runs: Sequence[SeedRun] | None = None, extra_errors: pd.DataFrame | None = None) -> Tables:
+    """The tables of an evaluation from per-image correctness: ``wrong[(run, head)]`` is a boolean
     (len(rows), n_test) array, ``rows[r]`` its (corruption, severity), (CLEAN, 0) included.
 
+    ``seed_runs`` says which model and seed each run is (default: every run a model of its own, seed
+    unknown); ``baseline`` is a (model, head). Each run is scored against its paired baseline run, then
+    each model's seeds are averaged (robustgsl/seeds.py); every run sees the same bootstrap resamples.
     ``extra_errors``: error rates (errors.csv's columns) of a baseline known only by them; it joins the
     tables, and the bootstrap intervals, which need per-image results of the baseline, are left empty.
     """
     n_test = next(iter(wrong.values())).shape[1]
-    errors = error_table(wrong, rows)
+    per_run_errors = error_table(wrong, rows)
     if extra_errors is not None:
-        errors = pd.concat([errors, extra_errors[list(column_names(ERRORS_COLUMNS))]], ignore_index=True)
+        per_run_errors = pd.concat([per_run_errors, extra_errors[list(ERROR_COLUMNS)]], ignore_index=True)
+    seed_runs = list(seed_runs) if seed_runs is not None else \
+        [SeedRun(run, run, None) for run in dict.fromkeys(per_run_errors["model"])]
+    rates = resampled_error_rates(wrong, n_bootstrap, seed)
+    per_seed, per_corruption, statistics = _per_run_tables(per_run_errors, rates, rows, baseline, corruptions,
+                                                           seed_runs, n_test)
+    corruption_summary = _corruption_summary(per_corruption, seed_runs)
+    scored_here = {run for run, _ in wrong}
+    summary = _summary(per_seed, corruption_summary, statistics, seed_runs, baseline, n_test, scored_here)
+    errors = seeds.label(per_run_errors, seed_runs).drop(columns="run")
+    mean_errors = errors.groupby(["model", "head", "corruption", "severity"], sort=False)["error"].mean().reset_index()
+    return Tables(
+        errors=errors, summary=summary, corruption_summary=corruption_summary,
+        robustbench=robustbench_table(mean_errors), robustbench_summary=robustbench_summary_table(mean_errors),
+        seed_summary=per_seed.reindex(columns=list(columns(SEED_SUMMARY_COLUMNS, baseline is not None))),
+        severity_curves=_severity_curves(wrong, rates, rows, corruptions, seed_runs))
+
+
+def _per_run_tables(errors: pd.DataFrame, rates: dict, rows, baseline, corruptions, seed_runs: list[SeedRun],
+                    n_test: int) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Per run: its summary row (against its paired baseline run), its per-corruption ratios with their
+    reliability, and its resampled statistics (none for a baseline known only by its error rates)."""
     if baseline is None:
-        # No baseline: clean and mean corruption errors only; the report says why MCE is missing.
+        per_corruption = corruption_error_table(errors, None, corruptions).merge(
+            relative_ce_reliability(errors, None, n_test, corruptions), on=["model", "head", "corruption"])
         corrupted = errors[errors["corruption"] != CLEAN].groupby(["model", "head"], sort=False)["error"].mean()
         clean = errors[errors["corruption"] == CLEAN].set_index(["model", "head"])["error"]
-        summary = pd.DataFrame({"clean_error": clean, "mean_corruption_error": corrupted}).reset_index()
-        summary.insert(2, "baseline", None)
+        per_seed = pd.DataFrame({"clean_error": clean, "mean_corruption_error": corrupted}).reset_index()
+        return seeds.label(per_seed, seed_runs), seeds.label(per_corruption, seed_runs), {}
+    by_run = {r.run: r for r in seed_runs}
+    pairs = seeds.paired_baselines(seed_runs, baseline[0])
+    summaries, ratios, statistics = [], [], {}
+    for base_run in dict.fromkeys(pairs.values()):
+        members = [run for run, paired in pairs.items() if paired == base_run]
+        subset = errors[errors["model"].isin(members)]
+        key = (base_run, baseline[1])
+        part = bootstrap_statistics({k: v for k, v in rates.items() if k[0] in members}, rows, key, corruptions) \
+            if key in rates else {}
+        statistics.update(part)
+        summary = summary_table(subset, key, corruptions).merge(_intervals(part), on=["model", "head"], how="left")
+        per_corruption = corruption_error_table(subset, key, corruptions).merge(
+            relative_ce_reliability(subset, key, n_test, corruptions), on=["model", "head", "corruption"])
+        base_clean = float(summary.loc[(summary["model"] == base_run) & (summary["head"] == baseline[1]),
+                                       "clean_error"].iloc[0])
+        summary = summary.assign(clean_error_diff=summary["clean_error"] - base_clean,
+                                 baseline_seed=by_run[base_run].seed)
+        summaries.append(summary.merge(relative_mce_reliability(summary, per_corruption, key), on=["model", "head"]))
+        ratios.append(per_corruption)
+    order = {r.run: index for index, r in enumerate(seed_runs)}
+    per_seed = pd.concat(summaries).sort_values("model", key=lambda names: names.map(order), kind="stable")
+    per_corruption = pd.concat(ratios).sort_values("model", key=lambda names: names.map(order), kind="stable")
+    return seeds.label(per_seed, seed_runs), seeds.label(per_corruption, seed_runs), statistics
+
+
+def _corruption_summary(per_corruption: pd.DataFrame, seed_runs: list[SeedRun]) -> pd.DataFrame:
+    """corruption_summary.csv: ratios averaged over seeds; unreliable where any seed's is (reasons by seed)."""
+    several = {model for model, members in seeds.models(seed_runs).items() if len(members) > 1}
+    records = []
+    for (model, head, corruption), group in per_corruption.groupby(["model", "head", "corruption"], sort=False):
+        reasons = [(f"seed {seed}: {why}" if model in several else why)
+                   for seed, why in zip(group["seed"], group["relative_ce_reliability"]) if why]
+        records.append({"model": model, "head": head, "corruption": corruption,
+                        **{column: float(np.nanmean(group[column])) if group[column].notna().any() else np.nan
+                           for column in ("ce", "relative_ce", "mean_error")},
+                        "relative_ce_reliable": not reasons, "relative_ce_reliability": "; ".join(reasons)})
+    return pd.DataFrame.from_records(records, columns=[f.name for f in CORRUPTION_SUMMARY_COLUMNS])
+
+
+def _summary(per_seed: pd.DataFrame, corruption_summary: pd.DataFrame, statistics: dict,
+             seed_runs: list[SeedRun], baseline: tuple[str, str] | None, n_test: int,
+             scored_here: set[str]) -> pd.DataFrame:
+    """summary.csv: per model/head, the mean over seeds, its spread, the bootstrap interval of the mean;
+    ``n_test`` empty for a baseline scored elsewhere (not in ``scored_here``)."""
+    present = [column for column in SEED_METRICS if column in per_seed]
+    summary = seeds.spread(per_seed, present)
+    summary.insert(2, "baseline", "/".join(baseline) if baseline else None)
+    if baseline is None:
         for column in ("mce", "relative_mce"):
             summary[column] = np.nan
     else:
-        summary = summary_table(errors, baseline, corruptions)
-        if tuple(baseline) in wrong:
-            intervals = bootstrap_intervals(wrong, rows, baseline, n_resamples=n_bootstrap, seed=seed,
-                                            level=BOOTSTRAP_LEVEL, corruptions=corruptions)
-            summary = summary.merge(intervals, on=["model", "head"], how="left")
-    scored_here = [(m, h) in wrong for m, h in zip(summary["model"], summary["head"])]
-    summary["n_test"] = pd.array([n_test if here else pd.NA for here in scored_here], dtype="Int64")
-    return Tables(errors=errors, summary=summary.reindex(columns=list(summary_columns(baseline is not None))),
-                  corruption_summary=corruption_error_table(errors, baseline, corruptions),
-                  robustbench=robustbench_table(errors), robustbench_summary=robustbench_summary_table(errors))
+        summary = summary.merge(_intervals(seeds.mean_over_seeds(statistics, seed_runs)), on=["model", "head"],
+                                how="left")
+        counts = per_seed.groupby(["model", "head"], sort=False)[["mce_corruptions", "relative_mce_corruptions"]].min()
+        summary = summary.merge(counts.reset_index(), on=["model", "head"], how="left")
+        summary = summary.merge(relative_mce_reliability(summary, corruption_summary, baseline), on=["model", "head"])
+    scored = [any(r.model == model and r.run in scored_here for r in seed_runs) for model in summary["model"]]
+    summary["n_test"] = pd.array([n_test if here else pd.NA for here in scored], dtype="Int64")
+    return summary.reindex(columns=list(summary_columns(baseline is not None)))
+
+
+def _intervals(statistics: dict) -> pd.DataFrame:
+    """percentile_intervals, or an empty table to merge with when nothing was resampled."""
+    return percentile_intervals(statistics, BOOTSTRAP_LEVEL) if statistics else pd.DataFrame(columns=["model", "head"])
+
+
+def _severity_curves(wrong: dict, rates: dict, rows, corruptions, seed_runs: list[SeedRun]) -> pd.DataFrame:
+    """severity_curves.csv: error against severity over every corruption and per family, seeds averaged."""
+    point = seeds.mean_over_seeds({key: {"error": array.mean(axis=1)} for key, array in wrong.items()}, seed_runs)
+    resampled = seeds.mean_over_seeds({key: {"error": array} for key, array in rates.items()}, seed_runs)
+    families = [(ALL_FAMILIES, list(corruptions))] + by_family(list(corruptions))
+    curves = severity_curves({key: value["error"] for key, value in point.items()},
+                             {key: value["error"] for key, value in resampled.items()}, rows, families,
+                             BOOTSTRAP_LEVEL)
+    return curves[[f.name for f in SEVERITY_COLUMNS]]
 
 
 # --- write ----------------------------------------------------------------------------------------
@@ -771,9 +893,21 @@ def write_tables(out_dir: Path, tables: Tables) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(out_dir / ERRORS_FILE, tables.errors, index=False)
     write_csv_atomic(out_dir / SUMMARY_FILE, tables.summary, index=False)
+    write_csv_atomic(out_dir / SEED_SUMMARY_FILE, tables.seed_summary, index=False)
     write_csv_atomic(out_dir / CORRUPTION_SUMMARY_FILE, tables.corruption_summary, index=False)
+    write_csv_atomic(out_dir / SEVERITY_FILE, tables.severity_curves, index=False)
     write_csv_atomic(out_dir / ROBUSTBENCH_FILE, tables.robustbench)
     write_csv_atomic(out_dir / ROBUSTBENCH_SUMMARY_FILE, tables.robustbench_summary, index=False)
+
+
+def copy_run_snapshots(out_dir: Path, models: Sequence[EvaluatedModel]) -> list[str | None]:
+    """Each run's embedding snapshots copied into <out>/snapshots/<folder>/; per model its folder or None."""
+    folders = []
+    for index, item in enumerate(models):
+        folder = f"{SNAPSHOTS_DIR}/{snapshot_folder(index, item.name)}"
+        copied = item.run_dir is not None and copy_snapshots(item.run_dir, out_dir / folder)
+        folders.append(folder if copied else None)
+    return folders
 
 
 def example_arrays(folder: Path, names, test_images, test_labels, index: int, n_full: int) -> dict[str, np.ndarray]:
@@ -793,7 +927,11 @@ def _write(out_dir: Path, scores: Scores, config: EvalConfig) -> None:
     save_npz_atomic(out_dir / EXAMPLES_FILE, example_arrays(inputs.folder, inputs.corruptions, inputs.test_images,
                                                             inputs.test_labels, config.grid_image_index, inputs.n_full))
     models = inputs.models
-    entries = [m.entry for m in models] + ([inputs.reference.entry] if inputs.reference is not None else [])
+    snapshot_folders = copy_run_snapshots(out_dir, models)
+    entries = [m.entry | {"name": m.name, "model": m.group, "seed": m.seed_run.seed if m.seed_run else None,
+                          "snapshots": folder} for m, folder in zip(models, snapshot_folders)]
+    if inputs.reference is not None:
+        entries.append(inputs.reference.entry | {"model": inputs.reference.name, "seed": None, "snapshots": None})
     heads = {h for m in models for h in m.heads} | ({inputs.reference.head} if inputs.reference is not None else set())
     write_json_atomic(out_dir / RECORD_FILE, {
         "models": entries,

@@ -54,6 +54,9 @@ ROBUSTBENCH_REFUSAL = (
 
 def kuangliu_state_dict(model: PreActResNet18) -> dict[str, torch.Tensor]:
     """``model``'s weights under kuangliu's key names (a GSL BatchNorm1d head folded into ``linear``)."""
+    if model.bottleneck is not None:
+        raise InputError(f"cannot export a model with a {model.bottleneck.out_features}-wide bottleneck layer in "
+                         "kuangliu's layout: its PreActResNet18 has no layer between the features and linear")
     state = {}
     for key, value in model.state_dict().items():
         if key in ("mean", "std") or key.startswith("output_norm."):

@@ -9,7 +9,22 @@ the clean error, and "base" the baseline model/head (the paper we reproduce uses
     mCE           = 100 * mean_c CE_c            relative mCE = 100 * mean_c relative CE_c
 
 ``errors`` tables are long: columns model, head, corruption, severity, error (a fraction), the clean test
-set being corruption=CLEAN ("clean"), severity=0 (robustgsl/schema/evaluation.py defines every column).
+set being corruption=CLEAN ("clean"), severity=0 (robustgsl/schema/evaluation.py defines every column);
+each (model, head) is one trained model, so a table holds one seed of each (robustgsl/seeds.py
+aggregates over seeds).
+
+Reliability of relative CE_c. Its denominator D = sum_s (E_base(s, c) - E_base_clean) is a difference of
+error rates measured on n test images; when the baseline barely suffers from a corruption, D is of the
+order of the test-set noise and the ratio swings wildly (-1000 to 9000 on a few hundred images). The rule
+(``relative_ce_reliability``): D is too small when |D| < 2 SE(D), with the binomial standard error
+
+    SE(D) = sqrt( (sum_s p_s (1 - p_s) + S^2 p_0 (1 - p_0)) / n ),
+
+p_s the baseline's error at severity s, p_0 its clean error, S the number of severities, treating the
+S + 1 rates as independent (clean and corrupted errors of the same images are positively correlated,
+which makes the true SE smaller: the rule errs on the side of flagging). A relative MCE is flagged
+(``relative_mce_reliability``) when it averages such a ratio, is negative, or its bootstrap interval
+contains 0.
 """
 
 from __future__ import annotations
@@ -26,7 +41,10 @@ from robustgsl.schema.evaluation import (
 )
 
 _ZERO = 1e-12
-ERROR_COLUMNS = names(ERRORS_COLUMNS)
+# The columns of a one-seed errors table (errors.csv less its seed column).
+ERROR_COLUMNS = tuple(name for name in names(ERRORS_COLUMNS) if name != "seed")
+# A denominator within this many standard errors of zero is "tiny compared with the test-set noise".
+RELIABILITY_Z = 2.0
 
 
 def _key_name(key) -> str:
@@ -151,7 +169,10 @@ def corruption_error_table(errors: pd.DataFrame, baseline: tuple[str, str] | Non
         {"model": key[0], "head": key[1], "corruption": corruption, "ce": 100 * ce[k, c],
          "relative_ce": 100 * relative[k, c], "mean_error": grid[k, c].mean()}
         for k, key in enumerate(keys) for c, corruption in enumerate(corruptions)]
-    return pd.DataFrame.from_records(records, columns=names(CORRUPTION_SUMMARY_COLUMNS))
+    # corruption_summary.csv's ratio columns; relative_ce_reliability adds the rest.
+    ratio_columns = [name for name in names(CORRUPTION_SUMMARY_COLUMNS) if name in ("model", "head", "corruption",
+                                                                                  "ce", "relative_ce", "mean_error")]
+    return pd.DataFrame.from_records(records, columns=ratio_columns)
 
 
 def summary_table(errors: pd.DataFrame, baseline: tuple[str, str], corruptions=None) -> pd.DataFrame:
@@ -165,6 +186,76 @@ def summary_table(errors: pd.DataFrame, baseline: tuple[str, str], corruptions=N
         # Corruptions whose ratio is defined (the baseline's denominator is not zero) and so averaged.
         "mce_corruptions": np.isfinite(ce).sum(axis=1),
         "relative_mce_corruptions": np.isfinite(relative).sum(axis=1)})
+
+
+# ------------------------------------------------------------------------------------------ reliability
+
+
+def relative_denominator_noise(base_clean: np.ndarray, base_grid: np.ndarray, n_test: int) -> np.ndarray:
+    """SE(D) of the module docstring for each corruption: ``base_clean`` a scalar, ``base_grid`` (C, S)."""
+    corrupted = (base_grid * (1 - base_grid)).sum(axis=-1)
+    clean = base_grid.shape[-1] ** 2 * base_clean * (1 - base_clean)
+    return np.sqrt((corrupted + clean) / n_test)
+
+
+def relative_ce_reliability(errors: pd.DataFrame, baseline: tuple[str, str] | None, n_test: int,
+                            corruptions=None) -> pd.DataFrame:
+    """Per model/head/corruption: ``relative_ce_reliable`` and, where not, ``relative_ce_reliability`` (why).
+
+    Unreliable: undefined (no baseline, or a zero denominator), or a baseline denominator within
+    RELIABILITY_Z binomial standard errors of zero (module docstring). The baseline's own ratio is 100 by
+    definition and stays reliable whenever it is defined.
+    """
+    keys, baseline, corruptions, clean, grid, _, relative = _corruption_ratios(errors, baseline, corruptions)
+    records = []
+    for c, corruption in enumerate(corruptions):
+        if baseline is None:
+            why = "no baseline"
+        else:
+            b = keys.index(baseline)
+            denominator = float((grid[b, c] - clean[b]).sum())
+            noise = float(relative_denominator_noise(clean[b], grid[b, c][None], n_test)[0])
+            why = (f"the baseline's denominator (summed errors minus clean error) {denominator:.4f} is within "
+                   f"{RELIABILITY_Z:g} standard errors ({RELIABILITY_Z:g} x {noise:.4f}) of zero on {n_test} test "
+                   "images" if abs(denominator) < RELIABILITY_Z * noise else "")
+        for k, key in enumerate(keys):
+            reason = "undefined: the baseline's denominator is zero" if baseline is not None and \
+                not np.isfinite(relative[k, c]) else ("" if key == baseline else why)
+            records.append({"model": key[0], "head": key[1], "corruption": corruption,
+                            "relative_ce_reliable": not reason, "relative_ce_reliability": reason})
+    return pd.DataFrame.from_records(records)
+
+
+def relative_mce_reliability(summary: pd.DataFrame, per_corruption: pd.DataFrame,
+                             baseline: tuple[str, str] | None) -> pd.DataFrame:
+    """Per model/head of ``summary`` (relative_mce, optionally relative_mce_low/high): ``relative_mce_reliable``
+    and ``relative_mce_reliability``, the reasons it is not, joined by "; ".
+
+    ``per_corruption`` holds relative_ce and relative_ce_reliable per model/head/corruption; a ratio left
+    out of the average (undefined) does not count, one averaged although unreliable does.
+    """
+    averaged_unreliable = per_corruption[per_corruption["relative_ce"].notna() & ~per_corruption["relative_ce_reliable"]
+                                         .astype(bool)]
+    records = []
+    for record in summary.to_dict("records"):
+        key, reasons = (record["model"], record["head"]), []
+        value = record["relative_mce"]
+        low, high = record.get("relative_mce_low", np.nan), record.get("relative_mce_high", np.nan)
+        if baseline is None or not np.isfinite(value):
+            reasons.append("undefined" if baseline is not None else "no baseline")
+        elif key != tuple(baseline):
+            tiny = averaged_unreliable[(averaged_unreliable["model"] == key[0]) & (averaged_unreliable["head"] == key[1])]
+            if len(tiny):
+                names = list(dict.fromkeys(tiny["corruption"]))
+                reasons.append(f"it averages {len(names)} relative CE_c that are not reliable ({', '.join(names)})")
+            if value < 0:
+                reasons.append(f"negative ({value:.2f})")
+            if np.isfinite(low) and np.isfinite(high) and low <= 0 <= high:
+                reasons.append(f"its bootstrap interval [{low:.2f}, {high:.2f}] contains 0")
+        records.append({"model": key[0], "head": key[1], "relative_mce_reliable": not reasons,
+                        "relative_mce_reliability": "; ".join(reasons)})
+    return pd.DataFrame.from_records(records, columns=["model", "head", "relative_mce_reliable",
+                                                       "relative_mce_reliability"])
 
 
 def robustbench_table(errors: pd.DataFrame) -> pd.DataFrame:
@@ -220,17 +311,70 @@ def bootstrap_intervals(wrong: Mapping[tuple[str, str], np.ndarray], rows: Seque
     minus baseline clean error).
     """
     baseline, rows, n = _check_bootstrap_inputs(wrong, rows, baseline, n_resamples, level)
-    clean_row, grid_rows = _row_grid(rows, corruptions)
     rates = _resampled_error_rates(wrong, n, n_resamples, seed)
+    return percentile_intervals(bootstrap_statistics(rates, rows, baseline, corruptions), level)
+
+
+def resampled_error_rates(wrong: Mapping[tuple[str, str], np.ndarray], n_resamples: int,
+                          seed: int) -> dict[tuple[str, str], np.ndarray]:
+    """(model, head) -> (n_resamples, R) error rates of every row in each paired resample (the same draws of
+    test images for every key), from boolean (R, N) ``wrong`` arrays."""
+    if n_resamples < 1:
+        raise InputError(f"n_resamples must be >= 1, got {n_resamples}.")
+    shapes = {np.shape(value) for value in wrong.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2 or next(iter(shapes))[1] == 0:
+        raise InputError(f"every wrong-prediction array must have the same shape (rows, n_test); got {shapes}.")
+    return _resampled_error_rates(wrong, next(iter(shapes))[1], n_resamples, seed)
+
+
+def bootstrap_statistics(rates: Mapping[tuple[str, str], np.ndarray], rows: Sequence[tuple[str, int]],
+                         baseline: tuple[str, str], corruptions=None) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """Per (model, head): clean_error, mce, relative_mce (%) and clean_error_diff in each resample, from the
+    resampled error rates of ``resampled_error_rates`` (baseline included)."""
+    baseline = _check_baseline(list(rates), baseline)
+    rows = [(str(c), int(s)) for c, s in rows]
+    clean_row, grid_rows = _row_grid(rows, corruptions)
     base = rates[baseline]
-    records = []
+    statistics = {}
     for key, rate in rates.items():
         clean = rate[:, clean_row]
         ce, relative = _ce_from_grids(clean, rate[:, grid_rows], base[:, clean_row], base[:, grid_rows])
-        statistics = {"clean_error": clean, "mce": 100 * _mean(ce), "relative_mce": 100 * _mean(relative),
-                      "clean_error_diff": clean - base[:, clean_row]}
-        records.append({"model": key[0], "head": key[1], **_percentile_interval(statistics, level)})
+        statistics[key] = {"clean_error": clean, "mce": 100 * _mean(ce), "relative_mce": 100 * _mean(relative),
+                           "clean_error_diff": clean - base[:, clean_row]}
+    return statistics
+
+
+def severity_curves(errors: Mapping[tuple[str, str], np.ndarray], resampled: Mapping[tuple[str, str], np.ndarray],
+                    rows: Sequence[tuple[str, int]], families: Sequence[tuple[str, Sequence[str]]],
+                    level: float = 0.95) -> pd.DataFrame:
+    """Error against severity, averaged over each family's corruptions, with percentile intervals.
+
+    ``errors[key]`` holds the (R,) error rates of ``rows`` (the clean row included), ``resampled[key]`` the
+    (B, R) rates of each paired resample; ``families`` pairs a family name with its corruptions. One row
+    per key, family and severity (0: the clean test set, the same in every family).
+    """
+    rows = [(str(c), int(s)) for c, s in rows]
+    clean_row = rows.index((CLEAN, 0))
+    tail = 100 * (1 - level) / 2
+    records = []
+    for key, point in errors.items():
+        for family, members in families:
+            severities = sorted({s for c, s in rows if c in members})
+            for severity in [0] + severities:
+                chosen = [clean_row] if severity == 0 else [rows.index((c, severity)) for c in members
+                                                            if (c, severity) in rows]
+                samples = resampled[key][:, chosen].mean(axis=1)
+                low, high = np.percentile(samples, [tail, 100 - tail])
+                records.append({"model": key[0], "head": key[1], "family": family, "severity": severity,
+                                "error": float(np.mean(np.asarray(point)[chosen])), "error_low": float(low),
+                                "error_high": float(high)})
     return pd.DataFrame.from_records(records)
+
+
+def percentile_intervals(statistics: Mapping[tuple[str, str], dict[str, np.ndarray]], level: float) -> pd.DataFrame:
+    """One row per (model, head): ``<statistic>_low`` / ``_high`` of each resampled statistic."""
+    return pd.DataFrame.from_records([{"model": key[0], "head": key[1], **_percentile_interval(values, level)}
+                                      for key, values in statistics.items()])
 
 
 def _check_bootstrap_inputs(wrong, rows, baseline, n_resamples, level):

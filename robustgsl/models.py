@@ -9,6 +9,8 @@ Inputs are images in [0, 1]; the per-channel mean/std live in buffers so a saved
 images like RobustBench models do. For the graph smoothness loss the head's d outputs are L2-normalised
 (or passed through BatchNorm1d, as the paper does for d = 2). ``final_bn_relu=True`` adds the BatchNorm-ReLU
 that He et al.'s pre-activation network applies before pooling and kuangliu's omits (off by default).
+A CE model may put a narrow linear ``bottleneck`` between the features and its classifier (the paper's 2-D CE embedding of Figure 1); without
+one the network, its parameters and their initialisation are exactly the layout above.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class PreActResNet18(nn.Module):
         width: channel multiplier; 1 is the paper's network, smaller values give narrow CPU variants.
         mean, std: per-channel input normalisation, stored as buffers.
         final_bn_relu: BatchNorm2d + ReLU on the last stage's output before pooling (He et al., 2016).
+        bottleneck: ``None``, or the width of a linear layer between the features and ``linear`` (features ->
+            Linear(feature_dim, bottleneck) -> Linear(bottleneck, out_dim)); its output is then the embedding.
     """
 
     def __init__(
@@ -67,6 +71,7 @@ class PreActResNet18(nn.Module):
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.25, 0.25, 0.25),
         final_bn_relu: bool = False,
+        bottleneck: int | None = None,
     ):
         super().__init__()
         if normalization not in (None, *NORMALIZATIONS):
@@ -75,6 +80,8 @@ class PreActResNet18(nn.Module):
             raise InputError(f"width must be > 0, got {width!r}")
         if int(out_dim) != out_dim or out_dim < 1:
             raise InputError(f"out_dim must be a positive integer, got {out_dim!r}")
+        if bottleneck is not None and (int(bottleneck) != bottleneck or bottleneck < 1):
+            raise InputError(f"bottleneck must be a positive integer or None, got {bottleneck!r}")
         widths = [max(1, round(base * width)) for base in (64, 128, 256, 512)]
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
@@ -87,7 +94,9 @@ class PreActResNet18(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.feature_dim = widths[-1]
         self.final_norm = nn.BatchNorm2d(self.feature_dim) if final_bn_relu else None
-        self.linear = nn.Linear(self.feature_dim, int(out_dim))
+        # Created only when asked for, so a model without one has the same parameters, drawn in the same order.
+        self.bottleneck = nn.Linear(self.feature_dim, int(bottleneck)) if bottleneck is not None else None
+        self.linear = nn.Linear(self.feature_dim if bottleneck is None else int(bottleneck), int(out_dim))
         self.normalization = normalization
         self.output_norm = None
         if normalization in ("batchnorm", "bn-l2"):
@@ -104,28 +113,33 @@ class PreActResNet18(nn.Module):
         out = F.avg_pool2d(out, 4)
         return out.flatten(1)
 
-    def head(self, features: torch.Tensor) -> torch.Tensor:
-        out = self.linear(features)
+    def _head(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(outputs, embedding): the embedding is the normalised outputs (GSL), the bottleneck's output, or
+        the features."""
+        embedding = features if self.bottleneck is None else self.bottleneck(features)
+        out = self.linear(embedding)
         if self.output_norm is not None:
             out = self.output_norm(out)
         if self.normalization in ("l2", "bn-l2"):
             out = F.normalize(out.float(), dim=1)
-        return out
+        return out, (embedding if self.normalization is None else out)
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        return self._head(features)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
     def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(outputs, embedding) from one pass; the embedding is what the k-NN and SVC heads use: the d
-        outputs for GSL, the penultimate features for CE.
+        outputs for GSL, the penultimate features (or the bottleneck's output) for CE.
 
         The head runs in float32 even under autocast: bf16 logits can tie two close classes and change
         an argmax.
         """
         features = self.features(x)
         with torch.autocast(x.device.type, enabled=False):
-            outputs = self.head(features.float())
-        return outputs, (features if self.normalization is None else outputs)
+            return self._head(features.float())
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The embedding the k-NN and SVC heads use (see ``forward_with_embedding``)."""
@@ -134,6 +148,8 @@ class PreActResNet18(nn.Module):
 
 def backbone_parameter_count(model: PreActResNet18) -> int:
     head = {id(p) for p in model.linear.parameters()}
+    if model.bottleneck is not None:
+        head |= {id(p) for p in model.bottleneck.parameters()}
     if model.output_norm is not None:
         head |= {id(p) for p in model.output_norm.parameters()}
     return sum(p.numel() for p in model.parameters() if id(p) not in head)

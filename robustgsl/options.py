@@ -12,7 +12,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from robustgsl.errors import InputError
 
@@ -39,19 +39,26 @@ class OptionSpec:
     folder: bool = False  # the value is a folder path
     cli: bool = True  # offered on the command line
     multiple: bool = False  # given once per item (e.g. once per --model); the value is a tuple
+    applies: Callable[[Mapping[str, Any]], bool] | None = None  # config -> whether the field is used (None: always)
 
     @property
     def is_flag(self) -> bool:
         return self.value_type is bool
 
+    def applies_to(self, config: Mapping[str, Any]) -> bool:
+        """Whether this field means something for ``config`` (a config.json dict or ``TrainConfig.to_dict()``)."""
+        return self.applies is None or bool(self.applies(config))
+
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
             parse: Callable[[str], Any] | None = None, flag: str | None = None, metavar: str | None = None,
-            default_text: str | None = None, folder: bool = False, cli: bool = True, multiple: bool = False):
+            default_text: str | None = None, folder: bool = False, cli: bool = True, multiple: bool = False,
+            applies: Callable[[Mapping[str, Any]], bool] | None = None):
     """A dataclass field with its option metadata (a list default is copied per instance; a default of
     ``dataclasses.MISSING`` makes the field required)."""
     metadata = {_METADATA_KEY: dict(help=help, choices=choices, parse=parse, flag=flag, metavar=metavar,
-                                    default_text=default_text, folder=folder, cli=cli, multiple=multiple)}
+                                    default_text=default_text, folder=folder, cli=cli, multiple=multiple,
+                                    applies=applies)}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

@@ -21,7 +21,8 @@ import torch
 from robustgsl.errors import InputError
 from robustgsl.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from robustgsl.schema.run import (
-    CHECKPOINT_FILE, CHECKPOINT_KEYS, CONFIG_FILE, ENVIRONMENT_FILE, LAST_PAIR_FILE, METRICS_FILE, WEIGHTS_FILE,
+    CHECKPOINT_FILE, CHECKPOINT_KEYS, CONFIG_FILE, ENVIRONMENT_FILE, LAST_PAIR_FILE, METRICS_FILE, SEED_FOLDER_PREFIX,
+    WEIGHTS_FILE, seed_folder,
 )
 
 
@@ -252,7 +253,8 @@ def build_model_from_config(config: dict):
     common = dict(width=config["width"], mean=info.mean, std=info.std, final_bn_relu=config.get("final_bn_relu", False))
     if config["loss"] == "gsl":
         return PreActResNet18(out_dim=config["embedding_dim"], normalization=config["normalization"], **common)
-    return PreActResNet18(out_dim=config["num_classes"], normalization=None, **common)
+    return PreActResNet18(out_dim=config["num_classes"], normalization=None, bottleneck=config.get("bottleneck"),
+                          **common)
 
 
 def load_model(run_dir: str | Path, device: torch.device | str = "cpu"):
@@ -281,8 +283,15 @@ def load_model(run_dir: str | Path, device: torch.device | str = "cpu"):
     return model.to(device).eval(), config
 
 
+def is_seed_folder(path: str | Path) -> bool:
+    """Whether ``path`` is one seed's pair folder of `train-both --seeds` (seed<N>)."""
+    name = Path(path).name
+    return name.startswith(SEED_FOLDER_PREFIX) and name[len(SEED_FOLDER_PREFIX):].isdigit()
+
+
 def find_last_pair(runs_root: str | Path = "runs") -> list[Path]:
-    """The run folders of the last `train-both` (recorded in <runs_root>/LAST_PAIR)."""
+    """The run folders of the last `train-both` (recorded in <runs_root>/LAST_PAIR): <pair>/ce and <pair>/gsl,
+    or, for `train-both --seeds`, those of every <pair>/seed<N> in seed order."""
     marker = Path(runs_root) / LAST_PAIR_FILE
     if not marker.is_file():
         raise InputError(
@@ -290,4 +299,8 @@ def find_last_pair(runs_root: str | Path = "runs") -> list[Path]:
             f"or pass run folders to evaluate"
         )
     pair = Path(marker.read_text().strip())  # train_both records the resolved (absolute) path
-    return [pair / "ce", pair / "gsl"]
+    seeds = sorted(int(path.name[len(SEED_FOLDER_PREFIX):]) for path in pair.glob(f"{SEED_FOLDER_PREFIX}*")
+                   if path.is_dir() and is_seed_folder(path))
+    if (pair / "ce").is_dir() or not seeds:
+        return [pair / "ce", pair / "gsl"]
+    return [pair / seed_folder(seed) / loss for seed in seeds for loss in ("ce", "gsl")]

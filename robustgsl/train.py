@@ -5,8 +5,10 @@ on the device and read once per epoch (no host-device synchronisation per step).
 everything needed to resume after an interruption (robustgsl/schema/run.py, robustgsl/runs.py).
 
 ``train`` reads as its steps: open (or resume) the run folder, load the data, build the model and optimiser
-(from the checkpoint, when resuming), start the run folder's records, then one epoch and one checkpoint at
-a time, then finish. Nothing is written before every input, the checkpoint included, has been checked.
+(from the checkpoint, when resuming), start the run folder's records, then one epoch (and its embedding
+snapshot, when asked for) and one checkpoint at a time, then finish. Nothing is written before every input,
+the checkpoint included, has been checked. ``train_both`` trains a CE and a GSL model with one recipe, once
+per seed with ``seeds``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from robustgsl import runs
+from robustgsl import runs, snapshots
 from robustgsl.config import TrainConfig, resolve_config, validate_config
 from robustgsl.data import IMAGEFOLDER, augment_batch, dataset_info, load_dataset, to_device_images, to_float
 from robustgsl.device import infer, resolve_device
@@ -36,7 +38,7 @@ from robustgsl.imagefolder import imagefolder_record
 from robustgsl.io import check_writable_folder, is_temporary, remove_stale_temporaries
 from robustgsl.losses import GraphSmoothnessLoss, pairwise_distances
 from robustgsl.progress import progress
-from robustgsl.schema.run import EpochMetrics
+from robustgsl.schema.run import EpochMetrics, seed_folder
 
 Log = Callable[[str], None]
 
@@ -150,6 +152,7 @@ def train(
                                val_error=validation_error(training.model, config, data.monitor, data.references,
                                                           run.device),
                                epoch_time_s=time.time() - epoch_start)
+            _snapshot(run, data, training, epoch)
             _checkpoint(run, training, row, log)
         barrier(run.context)
     _finish(run, training, started)
@@ -255,6 +258,7 @@ class _Data:
     steps: int  # optimisation steps per epoch
     flip: bool  # whether augmentation flips (not for digits and SVHN)
     validation_source: str
+    split_indices: np.ndarray  # position of each training image in the training split as loaded
 
 
 def _load_data(run: _Run, data_dir, download: bool) -> _Data:
@@ -270,7 +274,7 @@ def _load_data(run: _Run, data_dir, download: bool) -> _Data:
                                             download=download and context.is_main, resize=resize)
     if context.is_main:
         barrier(context)
-    (train_images, train_labels), held_out = _split_training_set(train_images, train_labels, config)
+    (train_images, train_labels, split_indices), held_out = _split_training_set(train_images, train_labels, config)
     if held_out is not None:
         monitor_images, monitor_labels = held_out
         source = "held-out training slice"
@@ -289,19 +293,20 @@ def _load_data(run: _Run, data_dir, download: bool) -> _Data:
         images=images, labels=labels,
         monitor=(to_device_images(monitor_images, run.device), torch.from_numpy(monitor_labels).to(run.device)),
         references=(images[:references], labels[:references]), steps=steps,
-        flip=dataset_info(config.dataset, image_folder).flip, validation_source=source,
+        flip=dataset_info(config.dataset, image_folder).flip, validation_source=source, split_indices=split_indices,
     )
 
 
 def _split_training_set(images, labels, config: TrainConfig):
-    """Hold out ``val_size`` training images (seeded) for the validation error; the rest trains."""
+    """Hold out ``val_size`` training images (seeded) for the validation error; the rest (and the positions
+    of the rest in the split) trains."""
     if config.val_size == 0:
-        return (images, labels), None
+        return (images, labels, np.arange(len(labels))), None
     if config.val_size >= len(labels):
         raise InputError(f"val size {config.val_size} must be smaller than the training set ({len(labels)} images)")
     order = np.random.RandomState(config.seed).permutation(len(labels))
     held_out, kept = np.sort(order[:config.val_size]), np.sort(order[config.val_size:])
-    return (images[kept], labels[kept]), (images[held_out], labels[held_out])
+    return (images[kept], labels[kept], kept), (images[held_out], labels[held_out])
 
 
 # --- step 3: the run folder's records (rank 0) ----------------------------------------------------
@@ -480,6 +485,22 @@ def _warmed_up(optimizer: torch.optim.Optimizer, factor: float):
             group["lr"] = lr
 
 
+def _snapshot(run: _Run, data: _Data, training: _Training, epoch: int) -> None:
+    """Rank 0, when ``epoch`` is one of --embedding-snapshots: the embeddings of the fixed sample of training
+    images (robustgsl/snapshots.py), before the epoch's checkpoint so that a resumed run writes it again."""
+    if epoch not in (run.config.embedding_snapshots or ()):
+        return
+    positions = snapshots.sample_positions(len(data.labels))
+    model, was_training = training.model, training.model.training
+    model.eval()
+    index = torch.from_numpy(positions).to(run.device)
+    _, embeddings = infer(model, data.images[index], run.device, amp=run.config.amp,
+                          channels_last=run.config.channels_last)
+    model.train(was_training)
+    snapshots.write_snapshot(run.run_dir, epoch, embeddings.numpy(), data.labels[index].cpu().numpy(),
+                             data.split_indices[positions])
+
+
 def _checkpoint(run: _Run, training: _Training, row: EpochMetrics, log: Log) -> None:
     """Rank 0 after an epoch: metrics.jsonl, then the checkpoint, then the epoch's line."""
     training.metrics.append(dataclasses.asdict(row))
@@ -510,14 +531,39 @@ def train_both(
     configs: dict[str, TrainConfig],
     out_dir: str | Path,
     runs_root: str | Path | None = None,
+    seeds: list[int] | None = None,
     **train_kwargs,
 ) -> list[Path]:
-    """Train the CE and GSL models (same data, seeds and recipe) into <out_dir>/ce and <out_dir>/gsl."""
+    """Train the CE and GSL models (same data, seed and recipe) into <out_dir>/ce and <out_dir>/gsl; with
+    ``seeds``, one such pair per seed (the configs' seed replaced) into <out_dir>/seed<N>/{ce,gsl}.
+
+    Resumable like a single pair (``resume=True``): each pair continues where it stopped and pairs not
+    started yet start. LAST_PAIR (in ``runs_root``, default the parent of ``out_dir``) names ``out_dir``.
+    """
     out_dir = Path(out_dir)
-    # Resuming a pair interrupted during CE: the GSL run has not started yet and starts afresh.
-    paths = [train(configs[name], out_dir / name, **train_kwargs) for name in ("ce", "gsl")]
+    if seeds is None:
+        paths = _train_pair(configs, out_dir, train_kwargs)
+    else:
+        _check_seeds(seeds)
+        paths = [path for seed in seeds for path in _train_pair(
+            {loss: dataclasses.replace(config, seed=seed) for loss, config in configs.items()},
+            out_dir / seed_folder(seed), train_kwargs)]
     if is_main_process():
         runs_root = Path(runs_root) if runs_root is not None else out_dir.parent
         remove_stale_temporaries(runs_root, names=[runs.LAST_PAIR_FILE])
         runs.write_last_pair(runs_root, out_dir)
+    return paths
+
+
+def _check_seeds(seeds: list[int]) -> None:
+    if not seeds:
+        raise InputError("--seeds needs at least one seed, e.g. 0,1,2")
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated or min(seeds) < 0:
+        raise InputError(f"seeds must be distinct integers >= 0, got {','.join(map(str, seeds))}")
+
+
+def _train_pair(configs: dict[str, TrainConfig], out_dir: Path, train_kwargs: dict) -> list[Path]:
+    # Resuming a pair interrupted during CE: the GSL run has not started yet and starts afresh (train's rule).
+    paths = [train(configs[name], out_dir / name, **train_kwargs) for name in ("ce", "gsl")]
     return paths

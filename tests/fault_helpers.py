@@ -121,3 +121,10 @@ def small_disk(path: Path, size: str, read_only: bool = False):
         yield make_read_only
     finally:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (subfolders included), by path relative to it: the state a failed command
+    must leave unchanged."""
+    folder = Path(folder)
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}

@@ -23,8 +23,12 @@ from robustgsl.corruptions import CONSTANTS_SOURCE
 from robustgsl.evaluate import BOOTSTRAP_LEVEL, summarise, write_tables
 from robustgsl.io import save_npz_atomic, write_json_atomic
 from robustgsl.metrics import CLEAN
-from robustgsl.schema.evaluation import EMBEDDINGS_FILE, EXAMPLES_FILE, RECORD_FILE, embedding_array
+from robustgsl.schema.evaluation import (
+    EMBEDDINGS_FILE, EXAMPLES_FILE, RECORD_FILE, SNAPSHOTS_DIR, embedding_array, snapshot_folder,
+)
 from robustgsl.schema.run import EpochMetrics
+from robustgsl.seeds import SeedRun
+from robustgsl.snapshots import copy_snapshots, write_snapshot
 
 CORRUPTIONS = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
@@ -36,11 +40,26 @@ HEADS = {"ce": ("argmax", "10nn"), "gsl": ("1nn", "10nn", "svc")}
 N_BOOTSTRAP = 200
 
 
-def _config(name: str, loss: str, dataset: str):
-    return make_config(loss, "demo", dataset=dataset, name=name, epochs=12, batch_size=128, optimizer="sgd",
+SNAPSHOT_EPOCHS = (1, 4, 12)
+
+
+def _config(name: str, loss: str, dataset: str, seed: int, optimizer: str, snapshots: bool):
+    return make_config(loss, "demo", dataset=dataset, name=name, epochs=12, batch_size=128, optimizer=optimizer,
                        lr=0.1 if loss == "ce" else 0.05, nesterov=False, weight_decay=5e-4, milestones=[6, 9],
                        k=None if loss == "ce" else 10, alpha=1.0, embedding_dim=None if loss == "ce" else 2,
-                       width=1.0, val_size=500, amp=False, channels_last=False)
+                       width=1.0, val_size=500, amp=False, channels_last=False, seed=seed,
+                       bottleneck=2 if loss == "ce" and snapshots else None,
+                       embedding_snapshots=list(SNAPSHOT_EPOCHS) if snapshots else [])
+
+
+def _write_snapshots(run_dir: Path, rng) -> None:
+    """Class clouds that tighten over the epochs, in 2-D (GSL d = 2, CE bottleneck 2)."""
+    labels = rng.integers(0, 10, size=400)
+    centres = rng.normal(0, 5, size=(10, 2))
+    for step, epoch in enumerate(SNAPSHOT_EPOCHS):
+        spread = 3.0 / (1 + 2 * step)
+        points = centres[labels] * (step + 1) / len(SNAPSHOT_EPOCHS) + rng.normal(0, spread, size=(len(labels), 2))
+        write_snapshot(run_dir, epoch, points.astype(np.float32), labels, np.arange(len(labels)) * 3)
 
 
 def _write_run_folder(run_dir: Path, config, record: dict, metrics: bool, wall_time_s: float, rng) -> None:
@@ -60,18 +79,29 @@ def _write_run_folder(run_dir: Path, config, record: dict, metrics: bool, wall_t
     runs.finish_environment(run_dir, wall_time_s)
 
 
-def _wrong(keys, rows, n_test: int, ce_name: str, flat_baseline, rng) -> dict:
-    """Per model/head, whether each test image is misclassified under each (corruption, severity) row."""
+def _wrong(keys, rows, n_test: int, ce_runs: set, flat_baseline, tiny_baseline, rng) -> dict:
+    """Per run/head, whether each test image is misclassified under each (corruption, severity) row."""
     difficulty = dict(zip(CORRUPTIONS, rng.uniform(0.05, 0.12, size=len(CORRUPTIONS))))
+    heads = list(dict.fromkeys(head for _, head in keys))
     wrong = {}
-    for index, (name, head) in enumerate(keys):
-        robust = 1.0 if name == ce_name else 0.85
+    for name, head in keys:
+        robust = 1.0 if name in ce_runs else 0.85
+        index = heads.index(head) + (0 if name in ce_runs else 1)
         clean_rate = 0.05 + 0.01 * index + 0.004 * rng.random()
         clean = rng.random(n_test) < clean_rate
         array = np.empty((len(rows), n_test), dtype=bool)
         for r, (corruption, severity) in enumerate(rows):
-            if corruption == CLEAN or (index == 0 and corruption in flat_baseline):
+            if corruption == CLEAN or (name in ce_runs and head == "argmax" and corruption in flat_baseline):
                 array[r] = clean  # exactly the clean error, so the baseline's relative CE_c is 0 / 0
+                continue
+            if corruption in tiny_baseline:
+                # The baseline errs on one image more than on the clean set (a denominator far inside the
+                # noise); the others err less than on the clean set: a huge negative relative CE_c.
+                array[r] = clean.copy()
+                if name in ce_runs and head == "argmax":
+                    array[r][np.flatnonzero(~clean)[:1]] = True
+                else:
+                    array[r][np.flatnonzero(clean)[: max(1, clean.sum() // 4)]] = False
                 continue
             rate = min(robust * difficulty[corruption] * severity * (0.9 + 0.2 * rng.random()), 0.9)
             array[r] = clean | (rng.random(n_test) < rate)
@@ -79,17 +109,16 @@ def _wrong(keys, rows, n_test: int, ce_name: str, flat_baseline, rng) -> dict:
     return wrong
 
 
-def _embeddings(models, names: dict, rng) -> dict:
+def _embeddings(run_models: dict, rng) -> dict:
     n = 300
     labels = rng.integers(0, 10, size=n).astype(np.int64)
     arrays = {"labels": labels, "embedding_corruption": np.array("gaussian_noise")}
-    for model in models:
+    for run, model in run_models.items():
         d = 10 if model == "ce" else 2
         centres = rng.normal(0, 4, size=(10, d))
         clean = centres[labels] + rng.normal(0, 0.7, size=(n, d))
-        arrays[embedding_array(names.get(model, model), "clean")] = clean.astype(np.float32)
-        arrays[embedding_array(names.get(model, model), "corrupted")] = \
-            (clean * 0.6 + rng.normal(0, 1.6, size=(n, d))).astype(np.float32)
+        arrays[embedding_array(run, "clean")] = clean.astype(np.float32)
+        arrays[embedding_array(run, "corrupted")] = (clean * 0.6 + rng.normal(0, 1.6, size=(n, d))).astype(np.float32)
     return arrays
 
 
@@ -122,7 +151,11 @@ def make_evaluation(
     n_test: int = 1000,
     seed: int = 0,
     flat_baseline: tuple[str, ...] = (),
+    tiny_baseline: tuple[str, ...] = (),
     severities: tuple[int, ...] = SEVERITIES,
+    seeds: tuple[int, ...] = (0,),
+    optimizer: str = "sgd",
+    snapshots: bool = False,
 ) -> Path:
     """Write ``root/reports/demo`` (the evaluation) and ``root/runs/demo/<model>``; return the evaluation folder.
 
@@ -130,35 +163,52 @@ def make_evaluation(
     ``baseline`` False evaluates without one (as `robustgsl evaluate` does without a CE argmax row).
     ``flat_baseline`` names corruptions under which the baseline's error stays at its clean error, so
     their relative CE_c is undefined (0 / 0) and relative MCE averages fewer corruptions, as happens on
-    small test sets.
+    small test sets. ``tiny_baseline`` names corruptions under which the baseline errs on one image more than
+    on the clean test set (a denominator inside the noise: flagged) while the other models err less than on
+    their clean test set, so their relative CE_c, and relative MCE, are hugely negative.
+    With several ``seeds`` every model has one run per seed, in runs/demo/seed<N>/<model>.
+    ``snapshots`` gives the runs embedding snapshots (in 2-D), copied into the evaluation folder.
     """
     rng = np.random.default_rng(seed)
     names = names or {}
     eval_dir = root / "reports" / "demo"
     eval_dir.mkdir(parents=True)
-    model_entries, wall_times = [], {}
+    model_entries, wall_times, seed_runs = [], {}, []
     for model in models:
         name = names.get(model, model)
-        config = _config(name, "ce" if model == "ce" else "gsl", dataset)
-        run_dir = root / "runs" / "demo" / model
-        record = runs.config_record(config, world_size=1)
-        model_entries.append({"name": name, "kind": "run", "run_dir": str(run_dir), "loss": config.loss,
-                              "config": record, "weights_sha256": hashlib.sha256(name.encode()).hexdigest(),
-                              "architecture": "PreActResNet18", "parameters": 11_173_962,
-                              "embedding": "penultimate features" if config.loss == "ce" else "outputs"})
-        wall_times[name] = round(float(600 + 300 * rng.random()), 2)
-        if run_folders:
-            _write_run_folder(run_dir, config, record, metrics, wall_times[name], rng)
+        for run_seed in seeds:
+            run = name if len(seeds) == 1 else f"{name}-seed{run_seed}"
+            config = _config(name, "ce" if model == "ce" else "gsl", dataset, run_seed, optimizer, snapshots)
+            run_dir = root / "runs" / "demo" / (model if len(seeds) == 1 else f"seed{run_seed}/{model}")
+            record = runs.config_record(config, world_size=1)
+            seed_runs.append(SeedRun(run, name, run_seed))
+            wall_times[run] = round(float(600 + 300 * rng.random()), 2)
+            if run_folders:
+                _write_run_folder(run_dir, config, record, metrics, wall_times[run], rng)
+            folder = None
+            if snapshots:
+                _write_snapshots(run_dir, rng)
+                folder = f"{SNAPSHOTS_DIR}/{snapshot_folder(len(model_entries), run)}"
+                copy_snapshots(run_dir, eval_dir / folder)
+            model_entries.append({"name": run, "model": name, "seed": run_seed, "kind": "run", "run_dir": str(run_dir),
+                                  "loss": config.loss, "config": record,
+                                  "weights_sha256": hashlib.sha256(run.encode()).hexdigest(),
+                                  "architecture": "PreActResNet18", "parameters": 11_173_962,
+                                  "embedding": "penultimate features" if config.loss == "ce" else "outputs",
+                                  "snapshots": folder})
 
-    keys = [(names.get(model, model), head) for model in models for head in HEADS[model]]
+    by_model = {model: [r.run for r in seed_runs if r.model == names.get(model, model)] for model in models}
+    keys = [(run, head) for model in models for run in by_model[model] for head in HEADS[model]]
     rows = [(CLEAN, 0)] + [(c, s) for c in CORRUPTIONS for s in severities]
-    wrong = _wrong(keys, rows, n_test, names.get("ce", "ce"), flat_baseline, rng)
-    write_tables(eval_dir, summarise(wrong, rows, keys[0] if baseline else None, CORRUPTIONS, N_BOOTSTRAP, seed))
+    wrong = _wrong(keys, rows, n_test, set(by_model.get("ce", [])), flat_baseline, tiny_baseline, rng)
+    base = (names.get(models[0], models[0]), HEADS[models[0]][0])
+    write_tables(eval_dir, summarise(wrong, rows, base if baseline else None, CORRUPTIONS, N_BOOTSTRAP, seed,
+                                     seed_runs))
     corruption_dir = root / "corruptions" / dataset
     write_json_atomic(eval_dir / RECORD_FILE, {
         "models": model_entries,
         "heads": sorted({head for _, head in keys}),
-        "baseline": "/".join(keys[0]) if baseline else None,
+        "baseline": "/".join(base) if baseline else None,
         "dataset": dataset, "num_classes": 10, "n_test": n_test, "n_examples": None, "image_folder": None,
         "corruptions": list(CORRUPTIONS), "severities": list(severities),
         "corruption_source": {"kind": "generated", "path": str(corruption_dir), "manifest": {"seed": 1234},
@@ -170,7 +220,8 @@ def make_evaluation(
         "grid_image_index": 7,
     })
     if embeddings:
-        save_npz_atomic(eval_dir / EMBEDDINGS_FILE, _embeddings(models, names, rng))
+        run_models = {r.run: model for model in models for r in seed_runs if r.model == names.get(model, model)}
+        save_npz_atomic(eval_dir / EMBEDDINGS_FILE, _embeddings(run_models, rng))
     if examples:
         save_npz_atomic(eval_dir / EXAMPLES_FILE, _examples(rng))
     return eval_dir

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from robustgsl.corruptions import CORRUPTION_FAMILIES, OTHER_FAMILY
 from robustgsl.schema import names
 from robustgsl.schema import evaluation as ev
 from robustgsl.schema import run as rs
@@ -87,9 +88,26 @@ def _tables_problems(eval_dir: Path, with_baseline: bool) -> list[str]:
         problems.append(f"{ev.ERRORS_FILE}: severity must be 0 exactly on {ev.CLEAN!r} rows, else 1..5")
     summary = pd.read_csv(eval_dir / ev.SUMMARY_FILE)
     problems += _keys(ev.SUMMARY_FILE, summary.columns, ev.summary_columns(with_baseline), ordered=True)
+    seed_summary = pd.read_csv(eval_dir / ev.SEED_SUMMARY_FILE)
+    problems += _keys(ev.SEED_SUMMARY_FILE, seed_summary.columns, ev.columns(ev.SEED_SUMMARY_COLUMNS, with_baseline),
+                      ordered=True)
+    if summary["n_seeds"].sum() != len(seed_summary):
+        problems.append(f"{ev.SUMMARY_FILE}: n_seeds add up to {summary['n_seeds'].sum()}, "
+                        f"{ev.SEED_SUMMARY_FILE} has {len(seed_summary)} rows")
     corruption_summary = pd.read_csv(eval_dir / ev.CORRUPTION_SUMMARY_FILE)
     problems += _keys(ev.CORRUPTION_SUMMARY_FILE, corruption_summary.columns,
                       names(ev.CORRUPTION_SUMMARY_COLUMNS), ordered=True)
+    for name, frame in ((ev.SUMMARY_FILE, summary), (ev.CORRUPTION_SUMMARY_FILE, corruption_summary),
+                        (ev.SEED_SUMMARY_FILE, seed_summary)):
+        for column in ev.booleans(ev.SUMMARY_COLUMNS + ev.CORRUPTION_SUMMARY_COLUMNS):
+            if column in frame and not frame[column].isin([True, False]).all():
+                problems.append(f"{name}: {column} holds something other than True/False")
+    curves = pd.read_csv(eval_dir / ev.SEVERITY_FILE, keep_default_na=False, dtype={"model": str, "head": str})
+    problems += _keys(ev.SEVERITY_FILE, curves.columns, names(ev.SEVERITY_COLUMNS), ordered=True)
+    if not ((curves["error_low"] <= curves["error"] + 1e-12) & (curves["error"] <= curves["error_high"] + 1e-12)).all():
+        problems.append(f"{ev.SEVERITY_FILE}: an error outside its interval")
+    if set(curves["family"]) - {ev.ALL_FAMILIES, *CORRUPTION_FAMILIES, OTHER_FAMILY}:
+        problems.append(f"{ev.SEVERITY_FILE}: unknown families {sorted(set(curves['family']))}")
     problems += robustbench_problems(eval_dir, errors, len(summary))
     accuracy = pd.read_csv(eval_dir / ev.ROBUSTBENCH_SUMMARY_FILE, keep_default_na=False, dtype={"model": str, "head": str})
     problems += _keys(ev.ROBUSTBENCH_SUMMARY_FILE, accuracy.columns, names(ev.ROBUSTBENCH_SUMMARY_COLUMNS), ordered=True)
@@ -138,6 +156,27 @@ def record_problems(record: dict) -> list[str]:
     return problems
 
 
+def snapshot_problems(eval_dir: Path, record: dict) -> list[str]:
+    """Every snapshot folder evaluation.json names holds epoch_NNNN.npz files with SNAPSHOT_ARRAYS."""
+    problems = []
+    for model in record.get("models", []):
+        folder = model.get("snapshots")
+        if folder is None:
+            continue
+        files = sorted((eval_dir / folder).glob("*")) if (eval_dir / folder).is_dir() else []
+        if not files:
+            problems.append(f"{ev.RECORD_FILE}: {model['name']}'s snapshot folder {folder} is empty or missing")
+        for path in files:
+            epoch = rs.snapshot_epoch(path.name)
+            with np.load(path) as archive:
+                found = list(archive.files)
+                epoch_value = int(archive["epoch"]) if "epoch" in found else None
+            problems += _keys(f"{folder}/{path.name}", found, names(rs.SNAPSHOT_ARRAYS))
+            if epoch is None or epoch != epoch_value:
+                problems.append(f"{folder}/{path.name}: name and epoch {epoch_value} disagree")
+    return problems
+
+
 def _arrays_problems(eval_dir: Path, record: dict) -> list[str]:
     problems = []
     if (eval_dir / ev.EMBEDDINGS_FILE).is_file():
@@ -168,4 +207,4 @@ def evaluation_folder_problems(eval_dir: Path) -> list[str]:
     eval_dir = Path(eval_dir)
     record = json.loads((eval_dir / ev.RECORD_FILE).read_text())
     return (record_problems(record) + _tables_problems(eval_dir, record.get("baseline") is not None)
-            + _arrays_problems(eval_dir, record))
+            + _arrays_problems(eval_dir, record) + snapshot_problems(eval_dir, record))

@@ -90,7 +90,7 @@ def test_help_lists_every_option_with_its_default():
     pair_help = invoke("train-both", "--help").output
     for spec in TRAIN_OPTIONS:  # name and loss are set per run, not for the pair
         assert (spec.flag in pair_help) == spec.cli, spec.name
-    assert "[recommended: 200, paper: 200, demo: 30]" in " ".join(pair_help.split())
+    assert "[recommended: 200, paper: 200, paper-table2: 200, demo: 30]" in " ".join(pair_help.split())
     assert "--loss [ce|gsl]" in invoke("train", "--help").output
     evaluate_help = " ".join(invoke("evaluate", "--help").output.split())
     for spec in EVAL_OPTIONS:
@@ -166,3 +166,36 @@ def test_the_cli_module_imports_without_torch():
     # `corrupt` and its spawned worker processes import the CLI module; they do not need torch.
     code = "import sys, robustgsl.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_paper_table2_preset_is_the_paper_recipe_with_d_200():
+    # Bontonou et al. 2019, Table 2: CIFAR-10, GSL with k max, d = 200, alpha = 2 (classified by 10-NN).
+    gsl, ce = make_config("gsl", "paper-table2"), make_config("ce", "paper-table2")
+    assert (gsl.dataset, gsl.embedding_dim, gsl.k, gsl.alpha) == ("cifar10", 200, None, 2.0)
+    paper = make_config("gsl", "paper")
+    differing = {f for f in paper.to_dict() if paper.to_dict()[f] != gsl.to_dict()[f]}
+    assert differing == {"preset", "embedding_dim"}
+    assert ce.embedding_dim is None and make_config("ce", "paper").to_dict() | {"preset": "paper-table2"} == ce.to_dict()
+    with pytest.raises(InputError, match="paper-table2.*cifar10"):
+        make_config("gsl", "paper-table2", dataset="svhn")
+
+
+def test_fields_say_which_configs_use_them():
+    specs = {spec.name: spec for spec in TRAIN_OPTIONS}
+    adam_ce = make_config("ce", "demo").to_dict() | {"world_size": 1}
+    sgd_gsl = make_config("gsl", "paper").to_dict() | {"world_size": 1}
+    assert not specs["momentum"].applies_to(adam_ce) and specs["momentum"].applies_to(sgd_gsl)
+    assert not specs["k"].applies_to(adam_ce) and specs["k"].applies_to(sgd_gsl)
+    assert specs["bottleneck"].applies_to(adam_ce) and not specs["bottleneck"].applies_to(sgd_gsl)
+    assert not specs["graph"].applies_to(sgd_gsl) and specs["graph"].applies_to(sgd_gsl | {"world_size": 8})
+    assert specs["monitor_size"].applies_to(sgd_gsl) and not specs["monitor_size"].applies_to(sgd_gsl | {"val_size": 5})
+    assert specs["lr"].applies_to(adam_ce) and specs["lr"].applies is None
+
+
+def test_snapshot_epochs_parse_and_none_switches_a_presets_off():
+    assert parse_option_value("embedding_snapshots", "50,1,10") == [1, 10, 50]
+    assert make_config("ce", "demo").embedding_snapshots == [1, 5, 15, 30]
+    assert make_config("ce", "demo", embedding_snapshots=parse_option_value("embedding_snapshots", "none")) \
+        .embedding_snapshots is None
+    with pytest.raises(InputError, match="snapshot epochs must be >= 1"):
+        make_config("ce", "demo", embedding_snapshots=[0, 3])

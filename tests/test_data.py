@@ -1,4 +1,6 @@
 import pickle
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,24 +9,8 @@ import torch
 from robustgsl.data import augment_batch, load_dataset, render_digits
 from robustgsl.errors import InputError
 
-
-def _cifar_rows(images):
-    return images.transpose(0, 3, 1, 2).reshape(len(images), -1)
-
-
-def write_cifar10(root, per_batch=4, seed=0):
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    written = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        images = rng.integers(0, 256, size=(per_batch, 32, 32, 3), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=per_batch).tolist()
-        with open(folder / name, "wb") as handle:
-            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": _cifar_rows(images),
-                         b"filenames": [b"x.png"] * per_batch}, handle, protocol=2)
-        written[name] = (images, labels)
-    return written
+sys.path.insert(0, str(Path(__file__).parent))
+from dataset_files import write_cifar10, write_cifar100, write_svhn  # noqa: E402
 
 
 def test_cifar10_released_format(tmp_path):
@@ -38,31 +24,17 @@ def test_cifar10_released_format(tmp_path):
 
 
 def test_cifar100_released_format(tmp_path):
-    rng = np.random.default_rng(1)
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    expected = {}
-    for name in ("train", "test"):
-        images = rng.integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8)
-        fine = rng.integers(0, 100, size=6).tolist()
-        with open(folder / name, "wb") as handle:
-            pickle.dump({b"data": _cifar_rows(images), b"fine_labels": fine, b"coarse_labels": [0] * 6}, handle)
-        expected[name] = (images, fine)
+    expected = write_cifar100(tmp_path, {"train": 6, "test": 6})
     images, labels = load_dataset("cifar100", "test", data_dir=tmp_path, download=False)
     np.testing.assert_array_equal(images, expected["test"][0])
     assert labels.tolist() == expected["test"][1]
 
 
 def test_svhn_released_format(tmp_path):
-    from scipy.io import savemat
-
-    rng = np.random.default_rng(2)
-    for split in ("train", "test"):
-        images = rng.integers(0, 256, size=(5, 32, 32, 3), dtype=np.uint8)
-        labels = np.array([[10], [1], [2], [10], [9]], dtype=np.uint8)
-        savemat(tmp_path / f"{split}_32x32.mat", {"X": images.transpose(1, 2, 3, 0), "y": labels})
+    labels = np.array([10, 1, 2, 10, 9])
+    images = write_svhn(tmp_path, {"train": labels, "test": labels})
     loaded, loaded_labels = load_dataset("svhn", "test", data_dir=tmp_path, download=False)
-    np.testing.assert_array_equal(loaded, images)
+    np.testing.assert_array_equal(loaded, images["test"])
     assert loaded_labels.tolist() == [0, 1, 2, 0, 9]  # SVHN's label 10 is the digit 0
 
 

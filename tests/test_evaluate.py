@@ -55,7 +55,7 @@ def _generate(folder):
 def test_errors_csv_holds_every_row(evaluation):
     out, _ = evaluation
     errors = pd.read_csv(out / "errors.csv")
-    assert list(errors.columns) == ["model", "head", "corruption", "severity", "error"]
+    assert list(errors.columns) == ["model", "head", "seed", "corruption", "severity", "error"]
     rows = set(zip(errors["model"], errors["head"]))
     assert rows == {("ce", "argmax"), ("ce", "1nn"), ("ce", "10nn"), ("ce", "svc"),
                     ("gsl", "1nn"), ("gsl", "10nn"), ("gsl", "svc")}
@@ -313,13 +313,9 @@ def test_benchmark_of_a_run_folder_gives_the_numbers_of_evaluate(evaluation, pai
 from robustgsl import cache  # noqa: E402
 from robustgsl.io import is_temporary  # noqa: E402
 
-from fault_helpers import Child, small_disk  # noqa: E402
+from fault_helpers import Child, folder_bytes, small_disk  # noqa: E402
 
 GSL_ONLY = dict(heads=["1nn"], n_bootstrap=20, device="cpu", quiet=True)
-
-
-def _files(folder):
-    return {path.name: path.read_bytes() for path in sorted(Path(folder).iterdir())}
 
 
 @pytest.fixture
@@ -340,7 +336,7 @@ def test_a_new_evaluation_replaces_every_file_of_the_old_one(old_report, evaluat
     config = dict(GSL_ONLY, corruption_dir=corruption_dir, corruptions="gaussian_noise", report=report)
     evaluate([pair / "gsl"], EvalConfig(out_dir=old_report, **config))
     fresh = evaluate([pair / "gsl"], EvalConfig(out_dir=tmp_path / "fresh", **config))
-    assert sorted(_files(old_report)) == sorted(_files(fresh))  # without a report, the old index.html is gone
+    assert sorted(folder_bytes(old_report)) == sorted(folder_bytes(fresh))  # without a report, the old index.html is gone
     for name in ("errors.csv", "summary.csv", "corruption_summary.csv", "robustbench.csv", "embeddings.npz",
                  "example_images.npz"):  # the byte-stable files (README)
         assert (old_report / name).read_bytes() == (fresh / name).read_bytes(), name
@@ -357,7 +353,7 @@ def test_a_new_evaluation_replaces_every_file_of_the_old_one(old_report, evaluat
 
 
 def test_an_evaluation_that_fails_half_way_changes_nothing(old_report, evaluation, pair, monkeypatch):
-    before = _files(old_report)
+    before = folder_bytes(old_report)
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -368,7 +364,7 @@ def test_an_evaluation_that_fails_half_way_changes_nothing(old_report, evaluatio
     monkeypatch.undo()
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert f"Error: cannot write {old_report / 'embeddings.npz'}: no space left on the device" in result.output
-    assert _files(old_report) == before
+    assert folder_bytes(old_report) == before
     assert not [p for p in old_report.parent.iterdir() if is_temporary(p)]
 
 
@@ -394,13 +390,13 @@ def test_a_full_disk_fails_the_evaluation_and_keeps_the_old_folder(pair, evaluat
         old.mkdir()
         (old / "evaluation.json").write_text("{}")
         (old / "errors.csv").write_text("model,head,corruption,severity,error\n")
-        before = _files(old)
+        before = folder_bytes(old)
         (disk / "filler").write_bytes(bytes(1000 * 1024))  # about 20 KB left
         result = _invoke([pair / "gsl", "--corruption-dir", evaluation[1], "--corruptions", "contrast",
                           "--heads", "1nn", "--bootstrap", "20", "--out", old])
         assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
         assert f"Error: cannot write {old}/" in result.output and "no space left on the device" in result.output
-        assert _files(old) == before and sorted(p.name for p in disk.iterdir()) == ["filler", "report"]
+        assert folder_bytes(old) == before and sorted(p.name for p in disk.iterdir()) == ["filler", "report"]
 
 
 def test_a_read_only_run_folder_is_evaluated_without_the_cache(pair, evaluation, tmp_path):
@@ -443,7 +439,7 @@ def test_a_damaged_or_altered_cache_entry_is_computed_again(pair, evaluation, tm
 
 
 def test_an_evaluation_killed_before_its_swap_is_rerun_cleanly(old_report, evaluation, pair, tmp_path):
-    before = _files(old_report)
+    before = folder_bytes(old_report)
     child = Child(f"""
 import robustgsl.report
 robustgsl.report.write_report = lambda *args, **kwargs: ready()
@@ -454,10 +450,78 @@ main(["evaluate", {str(pair / 'gsl')!r}, "--corruption-dir", {str(evaluation[1])
 """, cwd=tmp_path)
     child.wait_ready()
     child.kill()
-    assert _files(old_report) == before  # the killed evaluation's files are all in its temporary folder
+    assert folder_bytes(old_report) == before  # the killed evaluation's files are all in its temporary folder
     assert [p for p in tmp_path.iterdir() if is_temporary(p)]
     result = _invoke([pair / "gsl", "--corruption-dir", evaluation[1], "--corruptions", "contrast",
                       "--heads", "1nn", "--bootstrap", "20", "--out", old_report])
     assert result.exit_code == 0, result.output
     assert not [p for p in tmp_path.iterdir() if is_temporary(p)]
     assert "argmax" not in (old_report / "errors.csv").read_text()
+
+
+# --- seeds, and the paper's Table 1 beside CIFAR-100 and SVHN evaluations --------------------------
+
+def test_seed_pairs_are_averaged_with_paired_baselines(tmp_path, monkeypatch):
+    from robustgsl.evaluate import _pair_name
+
+    configs = {loss: make_config(loss, "demo", width=0.0625, epochs=1, embedding_snapshots=[1]) for loss in ("ce", "gsl")}
+    train_both(configs, tmp_path / "runs" / "pair", runs_root=tmp_path / "runs", seeds=[0, 1], device="cpu", quiet=True)
+    run_dirs = runs.find_last_pair(tmp_path / "runs")
+    assert _pair_name(run_dirs[0]) == "pair"  # the default evaluation folder is reports/pair, not reports/seed0
+    folder = _generate(tmp_path / "DIGITS-C")
+    out = evaluate(run_dirs, EvalConfig(out_dir=tmp_path / "report", corruption_dir=folder, corruptions="contrast",
+                                        heads=["argmax", "10nn"], n_bootstrap=50, device="cpu", quiet=True))
+    assert evaluation_folder_problems(out) == []
+    errors = pd.read_csv(out / "errors.csv")
+    assert sorted(set(errors["seed"])) == [0, 1] and set(errors["model"]) == {"ce", "gsl"}
+    summary = pd.read_csv(out / "summary.csv").set_index(["model", "head"])
+    assert (summary["n_seeds"] == 2).all() and set(summary.index) == {("ce", "argmax"), ("ce", "10nn"), ("gsl", "10nn")}
+    per_seed = pd.read_csv(out / "seed_summary.csv")
+    assert (per_seed["baseline_seed"] == per_seed["seed"]).all()
+    meta = json.loads((out / "evaluation.json").read_text())
+    assert [(m["name"], m["model"], m["seed"]) for m in meta["models"]] == [
+        ("ce-seed0", "ce", 0), ("gsl-seed0", "gsl", 0), ("ce-seed1", "ce", 1), ("gsl-seed1", "gsl", 1)]
+    # the runs' snapshots travel with the evaluation
+    for model in meta["models"]:
+        assert (out / model["snapshots"] / "epoch_0001.npz").is_file()
+    html = (out / "index.html").read_text()
+    assert "Mean over 2 training seeds" in html and 'id="figure1"' in html
+
+
+@pytest.mark.parametrize("dataset,published", [
+    # Bontonou et al. 2019, Table 1: CE argmax, GSL 1-NN, 10-NN, RBF SVC test errors (%)
+    ("cifar100", {"ce/argmax": "27.92", "gsl/1nn": "29.17", "gsl/10nn": "28.82", "gsl/svc": "30.55"}),
+    ("svhn", {"ce/argmax": "3.69", "gsl/1nn": "3.84", "gsl/10nn": "3.34", "gsl/svc": "3.40"}),
+])
+def test_table1_is_shown_beside_a_cifar100_or_svhn_evaluation(tmp_path, dataset, published):
+    from dataset_files import write_cifar100, write_svhn
+    from robustgsl.corruptions.dataset import write_corruption_dataset
+    from test_report import parse
+
+    data = tmp_path / "data"
+    data.mkdir()
+    if dataset == "cifar100":
+        write_cifar100(data, {"train": 200, "test": 40})
+    else:
+        write_svhn(data, {"train": np.arange(100) % 10 + 1, "test": np.arange(40) % 10 + 1})
+    configs = {loss: make_config(loss, "demo", dataset=dataset, width=0.0625, epochs=1, batch_size=50,
+                                 embedding_snapshots=[]) for loss in ("ce", "gsl")}
+    pair = train_both(configs, tmp_path / "runs" / "pair", data_dir=data, download=False, device="cpu", quiet=True)
+    images, labels = load_dataset(dataset, "test", data_dir=data, download=False)
+    write_corruption_dataset(images, labels, tmp_path / "C", corruptions=["contrast"], seed=0, workers=1,
+                             dataset_name=dataset, quiet=True)
+    out = evaluate(pair, EvalConfig(out_dir=tmp_path / "report", corruption_dir=tmp_path / "C", corruptions="contrast",
+                                    data_dir=data, download=False, svc_train_size=None, n_bootstrap=20, device="cpu",
+                                    quiet=True))
+    root = parse(out / "index.html")
+    table1 = [node for node in root.iter() if "table1" in node.classes()]
+    assert len(table1) == 1
+    shown = {node.attrs["data-key"]: node.attrs["data-published"] for node in table1[0].iter()
+             if "data-published" in node.attrs}
+    assert shown == published
+    summary = pd.read_csv(out / "summary.csv").set_index(["model", "head"])
+    measured = {" ".join(node.text().split()).split(" ")[0] for node in table1[0].iter() if "measured" in node.classes()}
+    assert measured == {f"{100 * summary.loc[tuple(key.split('/')), 'clean_error']:.2f}" for key in published}
+    assert not [node for node in root.iter() if node.tag == "aside" and "published" in node.classes()]
+    line = " ".join(next(node for node in root.iter() if "dataset-line" in node.classes()).text().split())
+    assert f"Measured on {'CIFAR-100' if dataset == 'cifar100' else 'SVHN'}, not CIFAR-10" in line

@@ -209,3 +209,10 @@ def test_export_command(tmp_path):
     assert "relu(bn1(x))" in " ".join(refused.output.split()) and not (tmp_path / "rb.pt").exists()
     missing = CliRunner().invoke(main, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "x.pt")])
     assert missing.exit_code == 2 and "--format" in missing.output
+
+
+def test_a_bottleneck_model_is_refused_with_the_reason(tmp_path):
+    from robustgsl.models import PreActResNet18
+
+    with pytest.raises(InputError, match="2-wide bottleneck"):
+        kuangliu_state_dict(PreActResNet18(out_dim=10, width=WIDTH, bottleneck=2))

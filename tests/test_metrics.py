@@ -168,3 +168,92 @@ def test_bootstrap_bad_input():
         bootstrap_intervals(wrong, ROWS, ("gsl", "svc"))
     with pytest.raises(InputError, match="rows"):
         bootstrap_intervals(wrong, ROWS[1:], BASE)
+
+
+# ------------------------------------------------------------------------------------------ reliability
+
+def test_binomial_noise_of_the_relative_denominator_matches_a_simulation():
+    from robustgsl.metrics import relative_denominator_noise
+
+    rng = np.random.default_rng(0)
+    n, clean, corrupted = 400, 0.1, np.array([[0.12, 0.2, 0.35]])
+    # independent rates from n images each, as the rule assumes
+    draws = rng.binomial(n, np.r_[clean, corrupted[0]], size=(40000, 4)) / n
+    simulated = (draws[:, 1:] - draws[:, :1]).sum(axis=1).std()
+    assert relative_denominator_noise(np.float64(clean), corrupted, n)[0] == pytest.approx(simulated, rel=0.02)
+
+
+def _frame(baseline_rates, other_rates):
+    return errors_frame({("ce", "argmax"): baseline_rates, ("gsl", "1nn"): other_rates})
+
+
+def test_a_tiny_baseline_denominator_flags_relative_ce_and_relative_mce():
+    # n = 1000: the baseline's noise denominator (0.101 + 0.100 - 2 x 0.10 = 0.001) is far inside 2 SE
+    # (about 2 x 0.023); its blur denominator (0.15 + 0.25 - 0.2 = 0.2) is far outside.
+    from robustgsl.metrics import relative_ce_reliability, relative_mce_reliability
+
+    errors = _frame((0.10, {"noise": [0.101, 0.100], "blur": [0.15, 0.25]}),
+                    (0.08, {"noise": [0.18, 0.22], "blur": [0.20, 0.30]}))
+    per_corruption = relative_ce_reliability(errors, BASE, n_test=1000).set_index(["model", "head", "corruption"])
+    assert not per_corruption.loc[("gsl", "1nn", "noise"), "relative_ce_reliable"]
+    assert "0.0010 is within 2 standard errors" in per_corruption.loc[("gsl", "1nn", "noise"), "relative_ce_reliability"]
+    assert per_corruption.loc[("gsl", "1nn", "blur"), "relative_ce_reliable"]
+    assert per_corruption.loc[(*BASE, "noise"), "relative_ce_reliable"]  # 100 by definition
+    # with 100 times more test images the same denominator is outside the noise
+    assert relative_ce_reliability(errors, BASE, n_test=10_000_000)["relative_ce_reliable"].all()
+    table = corruption_error_table(errors, BASE).merge(per_corruption.reset_index(), on=["model", "head", "corruption"])
+    flags = relative_mce_reliability(summary_table(errors, BASE), table, BASE).set_index(["model", "head"])
+    assert not flags.loc[("gsl", "1nn"), "relative_mce_reliable"]
+    assert "noise" in flags.loc[("gsl", "1nn"), "relative_mce_reliability"]
+    assert flags.loc[BASE, "relative_mce_reliable"]
+
+
+def test_a_negative_relative_mce_or_an_interval_around_zero_is_flagged():
+    from robustgsl.metrics import relative_ce_reliability, relative_mce_reliability
+
+    # Below its own clean error under both corruptions: relative CE_c < 0 with healthy denominators.
+    errors = _frame((0.10, {"noise": [0.20, 0.30], "blur": [0.15, 0.25]}),
+                    (0.30, {"noise": [0.25, 0.28], "blur": [0.26, 0.29]}))
+    per_corruption = corruption_error_table(errors, BASE).merge(
+        relative_ce_reliability(errors, BASE, n_test=1000), on=["model", "head", "corruption"])
+    assert per_corruption["relative_ce_reliable"].all()
+    summary = summary_table(errors, BASE)
+    flags = relative_mce_reliability(summary, per_corruption, BASE).set_index(["model", "head"])
+    assert summary.set_index(["model", "head"]).loc[("gsl", "1nn"), "relative_mce"] < 0
+    assert not flags.loc[("gsl", "1nn"), "relative_mce_reliable"]
+    assert flags.loc[("gsl", "1nn"), "relative_mce_reliability"].startswith("negative (")
+    spans = summary.assign(relative_mce=[100.0, 40.0], relative_mce_low=[100.0, -3.0], relative_mce_high=[100.0, 90.0])
+    flags = relative_mce_reliability(spans, per_corruption, BASE).set_index(["model", "head"])
+    assert flags.loc[("gsl", "1nn"), "relative_mce_reliability"] == "its bootstrap interval [-3.00, 90.00] contains 0"
+    healthy = spans.assign(relative_mce_low=[100.0, 10.0])
+    assert relative_mce_reliability(healthy, per_corruption, BASE)["relative_mce_reliable"].all()
+
+
+def test_an_undefined_ratio_is_unreliable_and_without_a_baseline_nothing_is_reliable():
+    from robustgsl.metrics import relative_ce_reliability
+
+    flat = _frame((0.1, {"noise": [0.05, 0.15], "blur": [0.1, 0.2]}), (0.08, {"noise": [0.1, 0.2], "blur": [0.1, 0.2]}))
+    table = relative_ce_reliability(flat, BASE, n_test=1000).set_index(["model", "head", "corruption"])
+    assert table.loc[("gsl", "1nn", "noise"), "relative_ce_reliability"].startswith("undefined")
+    assert table.loc[(*BASE, "noise"), "relative_ce_reliability"].startswith("undefined")
+    none = relative_ce_reliability(flat, None, n_test=1000)
+    assert not none["relative_ce_reliable"].any() and (none["relative_ce_reliability"] == "no baseline").all()
+
+
+def test_severity_curves_average_the_family_and_resample_it():
+    from robustgsl.metrics import resampled_error_rates, severity_curves
+
+    wrong = wrong_arrays(800)
+    rates = resampled_error_rates(wrong, 300, seed=5)
+    curves = severity_curves({key: value.mean(axis=1) for key, value in wrong.items()}, rates, ROWS,
+                             [("all", ["noise", "blur"]), ("noise", ["noise"])]).set_index(
+        ["model", "head", "family", "severity"])
+    other = wrong[("gsl", "10nn")]
+    # severity 2 over both corruptions: rows 2 (noise, 2) and 5 (blur, 2), resampled with explicit indices
+    assert curves.loc[("gsl", "10nn", "all", 2), "error"] == pytest.approx(other[[2, 5]].mean())
+    draws = np.random.default_rng(5).integers(0, 800, size=(300, 800))
+    resampled = other[[2, 5]][:, draws].mean(axis=(0, 2))
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    assert curves.loc[("gsl", "10nn", "all", 2), "error_low"] == pytest.approx(low)
+    assert curves.loc[("gsl", "10nn", "all", 2), "error_high"] == pytest.approx(high)
+    assert curves.loc[("gsl", "10nn", "noise", 0), "error"] == pytest.approx(other[0].mean())  # the clean row

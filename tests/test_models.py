@@ -88,3 +88,30 @@ def test_final_bn_relu_is_off_by_default_and_applies_before_pooling():
                            * norm.weight[None, :, None, None] + norm.bias[None, :, None, None])
     torch.testing.assert_close(model.features(images), activated.mean(dim=(2, 3)))
     assert (model.features(images) >= 0).all()
+
+
+def test_a_bottleneck_sits_between_the_features_and_the_classifier():
+    torch.manual_seed(0)
+    plain = PreActResNet18(out_dim=10, width=0.125)
+    torch.manual_seed(0)
+    narrow = PreActResNet18(out_dim=10, width=0.125, bottleneck=2).eval()
+    # the backbone draws the same initial weights; only the head differs
+    shared = {k: v for k, v in plain.state_dict().items() if not k.startswith("linear.")}
+    for key, value in shared.items():
+        assert torch.equal(narrow.state_dict()[key], value), key
+    assert set(narrow.state_dict()) - set(plain.state_dict()) == {"bottleneck.weight", "bottleneck.bias"}
+    assert narrow.linear.in_features == 2 and backbone_parameter_count(narrow) == backbone_parameter_count(plain)
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        features = narrow.features(images)
+        middle = features @ narrow.bottleneck.weight.T + narrow.bottleneck.bias
+        outputs, embedding = narrow.forward_with_embedding(images)
+        torch.testing.assert_close(embedding, middle)
+        torch.testing.assert_close(outputs, middle @ narrow.linear.weight.T + narrow.linear.bias)
+    assert "bottleneck" not in dict(plain.named_children())  # no module, no parameters without one
+
+
+@pytest.mark.parametrize("bottleneck", [0, 1.5])
+def test_bad_bottleneck(bottleneck):
+    with pytest.raises(InputError, match="bottleneck"):
+        PreActResNet18(bottleneck=bottleneck)

@@ -165,10 +165,12 @@ def test_best_value_per_column_is_highlighted(demo):
     eval_dir, root = demo
     summary = pd.read_csv(eval_dir / "summary.csv")
     for column in ("clean_error", "mean_corruption_error", "mce", "relative_mce"):
-        lowest = summary[column].min()
-        for row in summary.itertuples():
+        # A relative MCE flagged as unreliable is never the best.
+        reliable = summary["relative_mce_reliable"] if column == "relative_mce" else summary[column].notna()
+        lowest = summary.loc[reliable, column].min()
+        for row, is_reliable in zip(summary.itertuples(), reliable):
             cell = one(root.find_all("td", data_key=f"{row.model}/{row.head}", data_column=column))
-            assert ("best" in cell.classes()) == (getattr(row, column) == lowest), (column, row)
+            assert ("best" in cell.classes()) == (is_reliable and getattr(row, column) == lowest), (column, row)
 
 
 def test_averages_over_fewer_corruptions_are_marked_with_a_footnote(tmp_path):
@@ -239,7 +241,7 @@ def test_published_figures_are_labelled_as_published(demo):
 def test_every_error_of_errors_csv_is_in_the_heat_tables(demo):
     eval_dir, root = demo
     errors = read(eval_dir / "errors.csv")
-    cells = [node for node in root.iter() if "data-severity" in node.attrs]
+    cells = [node for node in root.iter() if "data-severity" in node.attrs and "data-key" in node.attrs]
     assert len(cells) == len(errors)  # each (model, head, corruption, severity) exactly once
     for row in errors.itertuples():
         cell = one(root.find_all(data_key=f"{row.model}/{row.head}", data_corruption=row.corruption,
@@ -275,9 +277,12 @@ def test_verdicts_follow_the_bootstrap_intervals(demo):
         badges = [node.text() for node in item.find_all(cls="badge")]
         expected_mce = ("more robust" if row.mce_high < 100 else "less robust" if row.mce_low > 100
                         else "within noise")
+        expected_relative = ("unreliable" if not row.relative_mce_reliable else "more robust"
+                             if row.relative_mce_high < 100 else "less robust" if row.relative_mce_low > 100
+                             else "within noise")
         expected_clean = ("higher clean error" if row.clean_error_diff_low > 0 else
                           "lower clean error" if row.clean_error_diff_high < 0 else "within noise")
-        assert badges == [expected_mce, expected_clean]
+        assert badges == [expected_mce, expected_relative, expected_clean]
 
 
 def test_corruption_grid_and_figures_are_embedded(demo):
@@ -411,7 +416,8 @@ def test_without_evaluation_json_or_summary(tmp_path):
     assert "Partial header because evaluation.json is missing" in text
     assert "Table 2 not available because summary.csv is missing" in text
     errors = read(eval_dir / "errors.csv")
-    assert len([node for node in root.iter() if "data-severity" in node.attrs]) == len(errors)
+    assert len([node for node in root.iter() if "data-severity" in node.attrs and "data-key" in node.attrs]) \
+        == len(errors)
 
 
 # --- bad input ---------------------------------------------------------------------------------
@@ -475,12 +481,15 @@ def test_fixture_follows_the_schema(tmp_path):
     without_baseline = make_evaluation(tmp_path / "b", models=("gsl",), baseline=False)
     assert evaluation_folder_problems(without_baseline) == []
     summary = pd.read_csv(eval_dir / "summary.csv")
+    spread = lambda name: [f"{name}_std", f"{name}_min", f"{name}_max"]  # noqa: E731
     assert list(summary.columns) == [
-        "model", "head", "baseline", "clean_error", "clean_error_low", "clean_error_high",
-        "mean_corruption_error", "mce", "mce_low", "mce_high", "relative_mce", "relative_mce_low",
-        "relative_mce_high", "clean_error_diff_low", "clean_error_diff_high", "mce_corruptions",
-        "relative_mce_corruptions", "n_test"]
-    assert list(pd.read_csv(eval_dir / "errors.csv").columns) == ["model", "head", "corruption", "severity", "error"]
+        "model", "head", "baseline", "n_seeds", "seeds", "clean_error", *spread("clean_error"), "clean_error_low",
+        "clean_error_high", "mean_corruption_error", *spread("mean_corruption_error"), "mce", *spread("mce"),
+        "mce_low", "mce_high", "relative_mce", *spread("relative_mce"), "relative_mce_low", "relative_mce_high",
+        "relative_mce_reliable", "relative_mce_reliability", "clean_error_diff_low", "clean_error_diff_high",
+        "mce_corruptions", "relative_mce_corruptions", "n_test"]
+    assert list(pd.read_csv(eval_dir / "errors.csv").columns) == ["model", "head", "seed", "corruption", "severity",
+                                                                  "error"]
     wide = pd.read_csv(eval_dir / "robustbench.csv", header=[0, 1], index_col=0)
     assert wide.shape == (5, 75)  # 15 corruptions x 5 severities, no clean column (RobustBench's layout)
     assert tuple(wide.columns[0]) == ("shot_noise", "1") and tuple(wide.columns[-1]) == ("elastic_transform", "5")
@@ -531,11 +540,13 @@ def test_environment_versions_are_rows_not_a_json_blob(demo):
 def test_hyperparameter_rows_carry_the_option_help(demo):
     from robustgsl.config import TRAIN_OPTIONS
 
-    _, root = demo
+    eval_dir, root = demo
+    configs = [json.loads((eval_dir.parent.parent / f"runs/demo/{m}/config.json").read_text()) for m in ("ce", "gsl")]
     titles = {node.text(): node.attrs.get("title")
               for node in _key_value_table(root, "config.json").find_all("th", cls="mono")}
     for spec in TRAIN_OPTIONS:
-        assert titles[spec.name] == spec.help
+        if any(spec.applies_to(config) for config in configs):  # the table lists the fields some run uses
+            assert titles[spec.name] == spec.help
     assert "classes" in titles["num_classes"]
 
 
@@ -544,3 +555,184 @@ def test_embedding_caption_names_the_highest_evaluated_severity(tmp_path):
     root = parse(write_report(eval_dir))
     caption = " ".join(one(root.find_all("section", id="embeddings")).find_all("figcaption")[0].text().split())
     assert "at severity 3 (the highest evaluated)" in caption
+
+
+# --- reliability, seeds, the paper's figures, readability ------------------------------------------
+
+def test_a_flagged_relative_mce_is_greyed_and_never_highlighted(tmp_path):
+    eval_dir = make_evaluation(tmp_path, tiny_baseline=("contrast",), embeddings=False, examples=False)
+    root = parse(write_report(eval_dir))
+    summary = read(eval_dir / "summary.csv")
+    flagged = summary[~summary["relative_mce_reliable"].astype(bool)]
+    reliable = summary[summary["relative_mce_reliable"].astype(bool)]
+    # guards the fixture: the lowest relative MCE is a flagged (negative) one
+    assert len(flagged) and summary["relative_mce"].idxmin() in flagged.index
+    for row in summary.itertuples():
+        cell = one(root.find_all("td", data_key=f"{row.model}/{row.head}", data_column="relative_mce"))
+        assert ("unreliable" in cell.classes()) == (not row.relative_mce_reliable)
+        # the best of the reliable values, when there are at least two to compare
+        assert ("best" in cell.classes()) == (len(reliable) > 1 and row.relative_mce == reliable["relative_mce"].min())
+        if not row.relative_mce_reliable:
+            assert "contrast" in row.relative_mce_reliability
+            assert ("negative" in row.relative_mce_reliability) == (row.relative_mce < 0)
+            assert row.relative_mce_reliability in cell.attrs["title"]
+    assert not [node for node in root.iter() if {"best", "unreliable"} <= node.classes()]
+    note = " ".join(one(root.find_all(cls="unreliable-note")).text().split())
+    assert all(f"{row.model}/{row.head}" in note for row in flagged.itertuples())
+    # per corruption: the flagged ratio is greyed, with the reason on hover, and explained in the caption
+    per_corruption = read(eval_dir / "corruption_summary.csv")
+    for row in per_corruption.itertuples():
+        cell = one(root.find_all("td", data_key=f"{row.model}/{row.head}", data_corruption=row.corruption,
+                                 data_column="relative_ce"))
+        assert ("unreliable" in cell.classes()) == (not row.relative_ce_reliable and not pd.isna(row.relative_ce))
+    section = " ".join(one(root.find_all("section", id="per-corruption")).text().split())
+    assert "Greyed: not reliable, because the baseline's denominator" in section
+    verdict = [node for node in root.find_all(cls="vitem") if node.attrs.get("data-column") == "relative_mce"]
+    assert sum("unreliable" in node.text() for node in verdict) == len(flagged)
+
+
+def test_seeds_show_mean_spread_and_every_seed(tmp_path):
+    eval_dir = make_evaluation(tmp_path, seeds=(0, 1, 2), embeddings=False, examples=False)
+    assert evaluation_folder_problems(eval_dir) == []
+    root = parse(write_report(eval_dir))
+    summary, per_seed = read(eval_dir / "summary.csv"), read(eval_dir / "seed_summary.csv")
+    assert (summary["n_seeds"] == 3).all() and len(per_seed) == 3 * len(summary)
+    for row in summary.itertuples():
+        key = f"{row.model}/{row.head}"
+        seeds = per_seed[(per_seed["model"] == row.model) & (per_seed["head"] == row.head)]
+        for column, fmt in (("clean_error", pct), ("mce", two), ("relative_mce", two)):
+            cell = one(root.find_all("td", data_key=key, data_column=column))
+            values = seeds[column].to_numpy()
+            assert getattr(row, column) == pytest.approx(values.mean())
+            assert one(cell.find_all(cls="v")).text() == fmt(values.mean())
+            assert getattr(row, f"{column}_std") == pytest.approx(np.std(values, ddof=1))
+            if column != "mce" or key != "ce/argmax":  # the baseline's MCE is 100 in every seed: std 0
+                assert one(cell.find_all(cls="sd")).text() == f"± {fmt(np.std(values, ddof=1))}"
+            for seed, value in zip(seeds["seed"], values):
+                assert f"seed {seed}: {fmt(value)}" in cell.attrs["title"]
+        # paired: each seed's MCE is against the baseline run of the same seed
+        assert (seeds["baseline_seed"] == seeds["seed"]).all()
+    details = one(root.find_all("details", cls="per-seed"))
+    assert len([tr for tr in details.find_all("tr") if tr.parent.tag == "tbody"]) == len(per_seed)
+    caption = " ".join(one(root.find_all("section", id="table2")).text().split())
+    assert "Mean over 3 training seeds" in caption and "against the baseline's seed N (paired)" in caption
+    hyper = _rows(_key_value_table(root, "config.json"))
+    assert hyper["seed"] == ["0, 1, 2", "0, 1, 2"]
+
+
+def test_seed_verdicts_need_both_the_bootstrap_and_every_seed(tmp_path):
+    eval_dir = make_evaluation(tmp_path, seeds=(0, 1), embeddings=False, examples=False)
+    root = parse(write_report(eval_dir))
+    summary, per_seed = read(eval_dir / "summary.csv"), read(eval_dir / "seed_summary.csv")
+    items = root.find_all("ul", cls="verdicts")[0].find_all("li")
+    kinds = []
+    for row in summary.iloc[1:].itertuples():
+        item = one([li for li in items if li.find_all(cls="vkey")[0].text() == f"{row.model}/{row.head}"])
+        seeds = per_seed[(per_seed["model"] == row.model) & (per_seed["head"] == row.head)]
+        mce = one([node for node in item.find_all(cls="vitem") if node.attrs["data-column"] == "mce"])
+        boot = "below" if row.mce_high < 100 else "above" if row.mce_low > 100 else None
+        every = "below" if seeds["mce"].max() < 100 else "above" if seeds["mce"].min() > 100 else None
+        badge = one(mce.find_all(cls="badge")).text()
+        expected = ({"below": "more robust", "above": "less robust"}[boot] if boot and boot == every
+                    else "within seed spread" if boot else "within noise")
+        assert badge == expected, (row, badge)
+        kinds.append(expected)
+        assert "(mean of 2 seeds)" in mce.text()
+    assert "more robust" in kinds  # guards the fixture: GSL is more robust in every seed
+
+
+def test_published_figures_only_beside_the_same_data_set(tmp_path):
+    cifar10 = parse(write_report(make_evaluation(tmp_path / "a", embeddings=False, examples=False)))
+    table1 = one(cifar10.find_all("aside", cls="table1"))
+    published = {node.attrs["data-key"]: node.attrs["data-published"] for node in table1.find_all("td")
+                 if "data-published" in node.attrs}
+    # Bontonou et al. 2019, Table 1 (CIFAR-10): CE argmax 5.06, GSL 1-NN 5.63, 10-NN 5.48, RBF SVC 5.50.
+    assert published == {"ce/argmax": "5.06", "gsl/1nn": "5.63", "gsl/10nn": "5.48", "gsl/svc": "5.50"}
+    assert not cifar10.find_all(cls="dataset-line")
+    digits_dir = make_evaluation(tmp_path / "b", dataset="digits", embeddings=False, examples=False)
+    digits = parse(write_report(digits_dir))
+    assert not digits.find_all("aside")
+    line = " ".join(one(digits.find_all("p", cls="dataset-line")).text().split())
+    assert "Measured on DIGITS, not CIFAR-10" in line and "not shown" in line
+    assert "95.28" not in (digits_dir / "index.html").read_text()
+
+
+def test_table2_published_card_names_the_d_200_setting(demo):
+    _, root = demo
+    card = " ".join(one(root.find_all("aside", cls="published")).text().split())
+    assert "d = 200" in card and "this report's has d = 2" in card and "paper-table2" in card
+
+
+def test_difference_heat_maps_subtract_errors_cell_by_cell(demo):
+    eval_dir, root = demo
+    errors = read(eval_dir / "errors.csv").set_index(["model", "head", "corruption", "severity"])["error"]
+    pairs = {node.attrs["data-diff"] for node in root.iter() if "data-diff" in node.attrs}
+    assert pairs == {"gsl/10nn - ce/10nn", "gsl/10nn - ce/argmax"}
+    for node in [n for n in root.iter() if "data-diff" in n.attrs]:
+        gsl, ce = node.attrs["data-diff"].split(" - ")
+        corruption, severity = node.attrs["data-corruption"], int(node.attrs["data-severity"])
+        expected = errors[(*gsl.split("/"), corruption, severity)] - errors[(*ce.split("/"), corruption, severity)]
+        assert float(node.text()) == pytest.approx(100 * expected, abs=0.051)
+
+
+def test_severity_figure_caption_and_bands_follow_the_evaluation(tmp_path):
+    eval_dir = make_evaluation(tmp_path, severities=(1, 2, 3), embeddings=False, examples=False)
+    root = parse(write_report(eval_dir))
+    figure = one(root.find_all("section", id="severity"))
+    caption = " ".join(one(figure.find_all("figcaption")).text().split())
+    assert "to severity 3" in caption and "severity 5" not in caption
+    curves = read(eval_dir / "severity_curves.csv")
+    errors = read(eval_dir / "errors.csv")
+    overall = curves[(curves["family"] == "all") & (curves["severity"] == 2)].set_index(["model", "head"])
+    at_two = errors[errors["severity"] == 2].groupby(["model", "head"])["error"].mean()
+    for key, value in at_two.items():
+        assert overall.loc[key, "error"] == pytest.approx(value)
+        assert overall.loc[key, "error_low"] < value < overall.loc[key, "error_high"]
+    assert len(figure.find_all("svg", cls="figure")) == 1
+
+
+def test_hyperparameters_list_only_the_fields_that_apply(tmp_path):
+    root = parse(write_report(make_evaluation(tmp_path / "a", optimizer="adam", embeddings=False, examples=False)))
+    rows = _rows(_key_value_table(root, "config.json"))
+    assert "momentum" not in rows and "nesterov" not in rows  # Adam
+    assert rows["k"][0] == "n/a" and rows["normalization"][0] == "n/a" and rows["bottleneck"][1] == "n/a"
+    assert "graph" not in rows and "sync_batchnorm" not in rows and "monitor_size" not in rows  # one process, val
+    ce_only = parse(write_report(make_evaluation(tmp_path / "b", models=("ce",), embeddings=False, examples=False)))
+    rows = _rows(_key_value_table(ce_only, "config.json"))
+    assert not {"k", "alpha", "gsl_reduction", "embedding_dim", "normalization", "val_reference_size"} & set(rows)
+    assert rows["momentum"] == ["0.9"]  # SGD
+    labels = [" ".join(th.text().split()) for th in ce_only.find_all("th") if th.parent.parent.tag == "tfoot"]
+    assert labels == ["MCE"]  # no file names in row labels
+
+
+def test_figure1_draws_the_snapshots_copied_into_the_evaluation(tmp_path):
+    eval_dir = make_evaluation(tmp_path, snapshots=True, examples=False)
+    assert evaluation_folder_problems(eval_dir) == []
+    root = parse(write_report(eval_dir))
+    section = one(root.find_all("section", id="figure1"))
+    image = one(section.find_all("img"))
+    assert base64.b64decode(image.attrs["src"].split(",", 1)[1]).startswith(b"\x89PNG")
+    caption = " ".join(one(section.find_all("figcaption")).text().split())
+    assert "400 training images" in caption and "epochs 1, 4, 12" in caption and "PCA" not in caption
+    # the copies suffice: without the run folders the figure is the same
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")
+    again = parse(write_report(eval_dir))
+    assert one(one(again.find_all("section", id="figure1")).find_all("img")).attrs["src"] == image.attrs["src"]
+
+
+def test_figure1_says_how_to_get_it_when_no_run_saved_snapshots(demo):
+    _, root = demo
+    text = " ".join(one(root.find_all("section", id="figure1")).text().split())
+    assert "Figure 1 not available because no run of this evaluation saved embedding snapshots" in text
+    assert "--bottleneck 2" in text
+
+
+def test_how_each_recipe_differs_from_the_papers_is_a_row_of_the_hyperparameters(tmp_path):
+    folder = make_evaluation(tmp_path / "a", embeddings=False, examples=False)
+    rows = _rows(_key_value_table(parse(write_report(folder)), "config.json"))
+    ce, gsl = (entry["config"] for entry in json.loads((folder / "evaluation.json").read_text())["models"])
+    assert ce["paper_deviations"] and gsl["paper_deviations"]  # the fixture's runs use the demo recipe
+    assert rows["paper_deviations"] == ["; ".join(ce["paper_deviations"]), "; ".join(gsl["paper_deviations"])]
+    assert "lr: 0.05 (paper: 0.1)" in rows["paper_deviations"][1]

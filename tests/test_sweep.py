@@ -57,7 +57,8 @@ def test_every_training_option_can_be_swept_and_its_values_read_back(spec):
     """Options come from TrainConfig's metadata: one added there is sweepable with no change to the sweep."""
     value = preset_values("paper", None).get(spec.name, spec.default)
     if value is None:  # "not given" defaults (number of classes, on for CUDA): a grid gives a value instead
-        value = {"k": None, "embedding_dim": 16, "compile": False}[spec.name]
+        value = {"k": None, "embedding_dim": 16, "compile": False, "bottleneck": 2,
+                 "embedding_snapshots": [1, 5]}[spec.name]
     text = value_text(spec.name, value)
     assert parse_param(f"{spec.flag[2:]}={text}") == Param(spec.name, (value,))
     assert parse_option_value(spec.name, text) == value  # how sweep.json and sweep.csv are read back

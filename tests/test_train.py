@@ -1,6 +1,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -181,7 +182,7 @@ from pathlib import Path  # noqa: E402
 from robustgsl.io import is_temporary  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fault_helpers import Child, small_disk  # noqa: E402
+from fault_helpers import Child, folder_bytes, small_disk  # noqa: E402
 
 TRAIN_GSL = ["train", "--loss", "gsl", *TINY]
 
@@ -214,13 +215,13 @@ def test_resuming_from_a_damaged_checkpoint_names_it_and_rewrites_nothing(one_ep
     run = tmp_path / "run"
     shutil.copytree(one_epoch_run, run)
     (run / "checkpoint.pt").write_bytes(damage(run))
-    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    before = folder_bytes(run)
     result = CliRunner().invoke(main, ["train", "--loss", "ce", *TINY, "--epochs", "2", "--out", str(run), "--resume"])
     assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit)  # a message, not a traceback
     assert result.output.startswith(f"Error: {run / 'checkpoint.pt'} ") and needle in result.output
     assert "weights_only" not in result.output
-    assert {path.name: path.read_bytes() for path in run.iterdir()} == before  # config, environment, weights kept
+    assert folder_bytes(run) == before  # config, environment, weights kept
 
 
 def test_an_out_that_is_a_file_or_read_only_is_refused_before_the_data_is_loaded(tmp_path, monkeypatch):
@@ -319,3 +320,94 @@ runs.save_checkpoint = save_checkpoint
     assert without_times[0] == without_times[1] and [row["epoch"] for row in without_times[0]] == [1, 2]
     environment = runs.read_environment(run)
     assert environment["started_at"] == started_at and len(environment["resumed_at"]) == 1
+
+
+# --- embedding snapshots (Figure 1) and seeds ------------------------------------------------------
+
+SNAPSHOT_RECIPE = dict(width=0.0625, epochs=2, milestones=[1], embedding_snapshots=[1, 2])
+
+
+def _snapshot_arrays(run_dir):
+    from robustgsl.snapshots import read_snapshot, snapshot_paths
+
+    return {epoch: read_snapshot(path) for epoch, path in snapshot_paths(run_dir / "snapshots").items()}
+
+
+def test_snapshots_hold_the_embeddings_of_a_fixed_training_sample_and_change_nothing(tmp_path):
+    from robustgsl.data import load_dataset
+    from robustgsl.snapshots import SNAPSHOT_SAMPLE
+
+    config = make_config("gsl", "demo", **SNAPSHOT_RECIPE, embedding_dim=2, normalization="batchnorm")
+    run = train(config, tmp_path / "gsl", device="cpu")
+    snapshots = _snapshot_arrays(run)
+    assert sorted(snapshots) == [1, 2] and sorted(p.name for p in (run / "snapshots").iterdir()) == [
+        "epoch_0001.npz", "epoch_0002.npz"]
+    train_images, train_labels = load_dataset("digits", "train")
+    for epoch, arrays in snapshots.items():
+        assert arrays["embeddings"].shape == (SNAPSHOT_SAMPLE, 2) and arrays["embeddings"].dtype == np.float32
+        assert int(arrays["epoch"]) == epoch
+        np.testing.assert_array_equal(arrays["labels"], train_labels[arrays["indices"]])
+    # the last snapshot is the finished model's embedding of those images (eval mode, no augmentation)
+    model, _ = runs.load_model(run)
+    images = torch.from_numpy(train_images[snapshots[2]["indices"]]).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        torch.testing.assert_close(model.embed(images), torch.from_numpy(snapshots[2]["embeddings"]))
+    np.testing.assert_array_equal(snapshots[1]["indices"], snapshots[2]["indices"])
+    # snapshots only read the model: the same recipe without them trains the same weights
+    plain = train(make_config("gsl", "demo", **(SNAPSHOT_RECIPE | {"embedding_snapshots": []}), embedding_dim=2,
+                              normalization="batchnorm"), tmp_path / "plain", device="cpu")
+    a, b = load_file(str(run / "model.safetensors")), load_file(str(plain / "model.safetensors"))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_a_resumed_run_writes_the_same_snapshots_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    config = make_config("ce", "demo", **SNAPSHOT_RECIPE, bottleneck=2)
+    straight = train(config, tmp_path / "straight", device="cpu")
+    import robustgsl.train as training
+
+    real_epoch = training._train_epoch
+
+    def killed_in_epoch_two(run, data, state, epoch, quiet):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_epoch(run, data, state, epoch, quiet)
+
+    monkeypatch.setattr(training, "_train_epoch", killed_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "resumed", device="cpu")
+    assert sorted(_snapshot_arrays(tmp_path / "resumed")) == [1]
+    monkeypatch.setattr(training, "_train_epoch", real_epoch)
+    train(config, tmp_path / "resumed", device="cpu", resume=True)
+    first, second = _snapshot_arrays(straight), _snapshot_arrays(tmp_path / "resumed")
+    assert sorted(first) == sorted(second) == [1, 2]
+    for epoch in first:
+        assert first[epoch]["embeddings"].shape[1] == 2  # the CE bottleneck's output
+        for name, array in first[epoch].items():
+            np.testing.assert_array_equal(array, second[epoch][name])
+
+
+def test_train_both_seeds_trains_one_resumable_pair_per_seed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train-both", *TINY, "--epochs", "1", "--seeds", "0,1", "--out", "runs/seeds")
+    assert result.exit_code == 0, result.output
+    for seed in (0, 1):
+        for loss in ("ce", "gsl"):
+            assert json.loads((tmp_path / f"runs/seeds/seed{seed}/{loss}/config.json").read_text())["seed"] == seed
+    expected = [(tmp_path / "runs/seeds").resolve() / f"seed{s}" / loss for s in (0, 1) for loss in ("ce", "gsl")]
+    assert runs.find_last_pair(tmp_path / "runs") == expected
+    shutil.rmtree(tmp_path / "runs/seeds/seed1/gsl")  # as if killed before seed 1's GSL run started
+    result = invoke("train-both", *TINY, "--epochs", "1", "--seeds", "0,1", "--out", "runs/seeds", "--resume")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs/seeds/seed1/gsl/model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--seeds", "0,1", "--seed", "2"], "either --seed"),
+    (["--seeds", "1,1"], "distinct"),
+    (["--seeds", "a"], "seeds must be comma-separated integers"),
+])
+def test_bad_seed_lists_are_refused(tmp_path, args, needle):
+    result = CliRunner().invoke(main, ["train-both", *TINY, "--epochs", "1", "--out", str(tmp_path / "r"), *args])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+    assert not (tmp_path / "r").exists()

@@ -44,6 +44,8 @@ EXTRA_FAMILIES = {"speckle_noise": "noise", "gaussian_blur": "blur", "spatter": 
 # imagecorruptions' order: its corruption_number i names ALL_CORRUPTIONS[i].
 ALL_CORRUPTIONS = CORRUPTIONS + EXTRA_CORRUPTIONS
 CORRUPTION_SUBSETS = ("common", "validation", "all", *CORRUPTION_FAMILIES)
+# A corruption outside the 19 (a function registered by the user) in tables grouped by family.
+OTHER_FAMILY = "other"
 SEVERITIES = (1, 2, 3, 4, 5)
 IMAGE_SIZE = (32, 32)
 
@@ -69,6 +71,20 @@ def _registry() -> tuple[dict[str, Callable], frozenset[str], dict[str, tuple]]:
         any_size.update(getattr(module, "ANY_SIZE", ()))
         params.update({name: module.SEVERITY_PARAMS[name] for name in module.FUNCTIONS})
     return functions, frozenset(any_size), params
+
+
+def family_of(name: str) -> str:
+    """The family of a corruption (of the 15, or the one an extra corruption resembles; else OTHER_FAMILY)."""
+    return next((family for family, members in CORRUPTION_FAMILIES.items() if name in members),
+                EXTRA_FAMILIES.get(name, OTHER_FAMILY))
+
+
+def by_family(names: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """``names`` in their order, gathered under their family, families in CORRUPTION_FAMILIES order (empty
+    ones dropped)."""
+    grouped = {family: [name for name in names if family_of(name) == family]
+               for family in (*CORRUPTION_FAMILIES, OTHER_FAMILY)}
+    return [(family, members) for family, members in grouped.items() if members]
 
 
 def severity_params(name: str) -> tuple:

@@ -91,60 +91,86 @@ def image_data_uri(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def severity_figure(curves: dict[str, dict[str, list[float]]], keys: list[str], colours: dict[str, str],
-                    severities: list[int]) -> str:
-    """Error (%) against severity, one panel per corruption group, one line per model/head.
+HEAD_TITLES = {"argmax": "argmax", "1nn": "1-NN", "10nn": "10-NN", "svc": "RBF SVC"}
 
-    ``curves[group][key]`` holds the mean error over the group's corruptions at severity 0 (clean)
-    and at each of ``severities``.
+
+def severity_figure(curves, keys: list[str], colours: dict[str, str], baseline: str | None, family: str) -> str:
+    """Error (%) against severity, averaged over ``family``'s corruptions: one panel per head, one line per
+    model/head with its bootstrap band; the baseline, dashed, in the panels of the other heads.
+
+    ``curves`` has the columns of severity_curves.csv (robustgsl/schema/evaluation.py).
     """
+    heads = [head for head in HEAD_TITLES if any(key.rsplit("/", 1)[1] == head for key in keys)] + \
+        sorted({key.rsplit("/", 1)[1] for key in keys} - set(HEAD_TITLES))
+    chosen = curves[curves["family"] == family].assign(key=lambda frame: frame["model"] + "/" + frame["head"])
+    severities = sorted(int(s) for s in set(chosen["severity"]) if s != 0)
+    xs = [0] + severities
     with matplotlib.rc_context(STYLE):
-        figure = Figure(figsize=(2.75 * len(curves) + 0.4, 2.7))
-        axes = figure.subplots(1, len(curves), sharey=True, squeeze=False)[0]
-        xs = [0] + list(severities)
-        for ax, (group, by_key) in zip(axes, curves.items()):
-            for key in keys:
-                if key in by_key:
-                    ax.plot(xs, by_key[key], marker="o", color=colours[key], label=plain(key),
-                            zorder=3 if colours[key] == BASELINE_COLOUR else 2)
-            ax.set_title(group)
+        figure = Figure(figsize=(2.75 * len(heads) + 0.4, 2.7))
+        axes = figure.subplots(1, len(heads), sharey=True, squeeze=False)[0]
+        top = 1.0
+        for ax, head in zip(axes, heads):
+            drawn = [key for key in keys if key.rsplit("/", 1)[1] == head]
+            if baseline is not None and baseline not in drawn:
+                drawn = [baseline] + drawn
+            for key in drawn:
+                line = chosen[chosen["key"] == key].set_index("severity").reindex(xs)
+                if line["error"].isna().all():
+                    continue
+                reference = key.rsplit("/", 1)[1] != head  # the baseline, in the panel of another head
+                ax.plot(xs, 100 * line["error"], color=colours[key], marker=None if reference else "o",
+                        linestyle=(0, (4, 2)) if reference else "-", linewidth=1.1 if reference else 1.8,
+                        label=plain(key), zorder=2 if reference else 3)
+                if not reference:
+                    ax.fill_between(xs, 100 * line["error_low"], 100 * line["error_high"], color=colours[key],
+                                    alpha=0.18, linewidth=0, zorder=1)
+                top = max(top, float(np.nanmax(100 * line["error_high"])))
+            ax.set_title(HEAD_TITLES.get(head, plain(head)))
             ax.set_xticks(xs, ["clean"] + [str(s) for s in severities])
             ax.set_xlabel("severity")
         # Shared y axis: set the range once, after every panel is drawn, so no panel is clipped.
-        top = np.nanmax([value for by_key in curves.values() for values in by_key.values() for value in values]
-                        + [1.0])
         axes[0].set_ylim(0, 1.06 * top)
         axes[0].set_ylabel("error (%)")
-        handles, labels = axes[0].get_legend_handles_labels()
+        handles: dict = {}
+        for ax in axes:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(label, handle)
         # One legend row while it fits (eight entries); matplotlib fills columns first, so a second
         # row would put the last key under the first.
-        figure.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 8))
+        figure.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 8))
         figure.set_layout_engine("constrained")
         return _svg(figure, "error-vs-severity")
 
 
-def training_figure(runs: list[tuple[str, object]], colours: dict[str, str]) -> str:
-    """Loss per epoch (one panel per model: CE and GSL losses live on different scales) and
-    train/validation error per epoch of all models on one panel."""
+def training_figure(runs: list[tuple[str, int | None, object]], colours: dict[str, str]) -> str:
+    """Loss per epoch (one panel per model, its seeds overlaid: CE and GSL losses live on different scales)
+    and train/validation error per epoch of every run on one panel; ``runs`` holds (model, seed, metrics)."""
+    models = list(dict.fromkeys(model for model, _, _ in runs))
     with matplotlib.rc_context(STYLE):
-        figure = Figure(figsize=(3.0 * (len(runs) + 1.4), 2.7))
-        axes = figure.subplots(1, len(runs) + 1, squeeze=False,
-                               width_ratios=[1.0] * len(runs) + [1.4])[0]
-        for ax, (name, metrics) in zip(axes, runs):
-            ax.plot(metrics["epoch"], metrics["loss"], color=colours[name])
-            ax.set_title(f"{plain(name)}: training loss")
+        figure = Figure(figsize=(3.0 * (len(models) + 1.4), 2.7))
+        axes = figure.subplots(1, len(models) + 1, squeeze=False,
+                               width_ratios=[1.0] * len(models) + [1.4])[0]
+        for ax, model in zip(axes, models):
+            seeds = [(seed, metrics) for name, seed, metrics in runs if name == model]
+            finite = []
+            for seed, metrics in seeds:
+                ax.plot(metrics["epoch"], metrics["loss"], color=colours[model], linewidth=1.8 if len(seeds) == 1
+                        else 1.1, alpha=1.0 if len(seeds) == 1 else 0.75)
+                finite.extend(value for value in metrics["loss"].to_numpy(dtype=float) if np.isfinite(value))
+            ax.set_title(f"{plain(model)}: training loss" + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""))
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            finite = metrics["loss"].to_numpy(dtype=float)
-            finite = finite[np.isfinite(finite)]
-            if len(finite) and finite.min() > 0 and finite.max() / finite.min() > 30:
+            if finite and min(finite) > 0 and max(finite) / min(finite) > 30:
                 ax.set_yscale("log")
         errors_ax = axes[-1]
-        for name, metrics in runs:
-            errors_ax.plot(metrics["epoch"], 100 * metrics["train_error"], color=colours[name],
-                           linestyle=(0, (3, 2)), linewidth=1.3, label=f"{plain(name)} train")
-            errors_ax.plot(metrics["epoch"], 100 * metrics["val_error"], color=colours[name],
-                           label=f"{plain(name)} validation")
+        labelled = set()
+        for model, seed, metrics in runs:
+            first = model not in labelled
+            labelled.add(model)
+            errors_ax.plot(metrics["epoch"], 100 * metrics["train_error"], color=colours[model],
+                           linestyle=(0, (3, 2)), linewidth=1.3, label=f"{plain(model)} train" if first else None)
+            errors_ax.plot(metrics["epoch"], 100 * metrics["val_error"], color=colours[model],
+                           label=f"{plain(model)} validation" if first else None)
         errors_ax.set_title("error per epoch")
         errors_ax.set_xlabel("epoch")
         errors_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -153,6 +179,49 @@ def training_figure(runs: list[tuple[str, object]], colours: dict[str, str]) -> 
         errors_ax.legend(loc="upper right")
         figure.set_layout_engine("constrained")
         return _svg(figure, "training-curves")
+
+
+def snapshot_figure(rows: list[tuple[str, dict[int, tuple[np.ndarray, np.ndarray]]]], epochs: list[int],
+                    class_names: dict[int, str]) -> str:
+    """The paper's Figure 1 as small multiples: one row per model, one column per epoch, each training image
+    a point coloured by its class. ``rows`` holds (row title, epoch -> (points (n, 2), labels)). PNG data URI."""
+    classes = sorted({int(label) for _, snaps in rows for _, labels in snaps.values() for label in labels})
+    cmap = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
+    colour = {label: cmap(index % cmap.N) for index, label in enumerate(classes)}
+    with matplotlib.rc_context(STYLE | {"axes.grid": False}):
+        figure = Figure(figsize=(1.9 * len(epochs) + 0.6, 1.95 * len(rows) + 0.5))
+        grid = figure.subplots(len(rows), len(epochs), squeeze=False)
+        for row, (title, snaps) in enumerate(rows):
+            for column, epoch in enumerate(epochs):
+                ax = grid[row, column]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if row == 0:
+                    ax.set_title(f"epoch {epoch}", loc="center")
+                if column == 0:
+                    ax.set_ylabel(plain(title), fontsize=8.5)
+                if epoch not in snaps:
+                    ax.text(0.5, 0.5, "not saved", ha="center", va="center", color=MUTED, transform=ax.transAxes)
+                    continue
+                points, labels = snaps[epoch]
+                for label in classes:
+                    chosen = labels == label
+                    ax.scatter(points[chosen, 0], points[chosen, 1], s=3, alpha=0.7, linewidths=0,
+                               color=colour[label], label=plain(class_names.get(label, str(label))))
+                low, high = np.percentile(points, 0.5, axis=0), np.percentile(points, 99.5, axis=0)
+                margin = 0.05 * (high - low) + 1e-9
+                ax.set_xlim(low[0] - margin[0], high[0] + margin[0])
+                ax.set_ylim(low[1] - margin[1], high[1] + margin[1])
+        handles, names = {}, []
+        for ax in grid.flat:
+            for handle, name in zip(*ax.get_legend_handles_labels()):
+                if name not in handles:
+                    handles[name] = handle
+                    names.append(name)
+        figure.legend([handles[name] for name in names], names, loc="outside lower center",
+                      ncol=min(len(names), 10), markerscale=3, handletextpad=0.2, columnspacing=0.9)
+        figure.set_layout_engine("constrained")
+        return _png_data_uri(figure, dpi=110)
 
 
 def project_2d(clean: np.ndarray, corrupted: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:

@@ -26,17 +26,21 @@ from robustgsl.errors import InputError
 from robustgsl.schema import Field
 from robustgsl.schema.evaluation import (
     CORRUPTION_SUMMARY_COLUMNS, CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_COLUMNS, ERRORS_FILE, EXAMPLES_FILE,
-    RECORD_FILE, SUMMARY_COLUMNS, SUMMARY_FILE, numeric, required,
+    RECORD_FILE, SEED_SUMMARY_COLUMNS, SEED_SUMMARY_FILE, SEVERITY_COLUMNS, SEVERITY_FILE, SUMMARY_COLUMNS,
+    SUMMARY_FILE, booleans, numeric, required,
 )
-from robustgsl.schema.run import CONFIG_FILE, ENVIRONMENT_FILE, METRIC_FIELDS, METRICS_FILE
+from robustgsl.schema.run import CONFIG_FILE, ENVIRONMENT_FILE, METRIC_FIELDS, METRICS_FILE, SNAPSHOT_DIR
+from robustgsl.snapshots import read_snapshot, snapshot_paths
 
 
 @dataclass
 class Run:
-    """One evaluated model as the report sees it: a robustgsl run, or (kind external / reference) a model
-    robustgsl did not train, which has no run folder, training curves or config."""
+    """One evaluated run (one seed of a model) as the report sees it: a robustgsl run, or (kind external /
+    reference) a model robustgsl did not train, which has no run folder, training curves or config."""
 
-    name: str
+    name: str  # the run's name (unique in the evaluation)
+    model: str = ""  # the model it is a seed of (its name in the tables)
+    seed: int | None = None
     kind: str = "run"
     entry: dict = field(default_factory=dict)  # its evaluation.json entry
     loss: str | None = None
@@ -45,6 +49,7 @@ class Run:
     config: dict | None = None
     environment: dict | None = None
     metrics: pd.DataFrame | None = None
+    snapshots: dict[int, dict[str, np.ndarray]] | None = None  # epoch -> arrays (robustgsl/schema/run.py)
     notes: list[str] = field(default_factory=list)
 
 
@@ -61,6 +66,16 @@ class Evaluation:
     missing: dict[str, str]  # part name -> why it is not available
     keys: list[str]  # "model/head" in report order
     baseline: str | None  # "model/head" of the baseline, if any
+    seed_summary: pd.DataFrame | None = None
+    severity: pd.DataFrame | None = None
+
+    def runs_of(self, model: str) -> list[Run]:
+        return [run for run in self.runs if run.model == model]
+
+    @property
+    def models(self) -> list[str]:
+        """The models (seed groups) in report order."""
+        return list(dict.fromkeys([run.model for run in self.runs] + [key.rsplit("/", 1)[0] for key in self.keys]))
 
 
 def _read_csv(path: Path, columns: tuple[Field, ...]) -> pd.DataFrame:
@@ -76,6 +91,12 @@ def _read_csv(path: Path, columns: tuple[Field, ...]) -> pd.DataFrame:
             f"{path} lacks the column(s) {', '.join(absent)}; expected at least {', '.join(required(columns))} "
             "(rerun `robustgsl evaluate` to rewrite it)."
         )
+    for column in booleans(columns):
+        if column in frame.columns:
+            text = frame[column].str.strip().str.lower()
+            if not text.isin(("true", "false", "")).all():
+                raise InputError(f"{path}: column {column!r} holds something other than True or False.")
+            frame[column] = text.map({"true": True, "false": False, "": None})
     for column in numeric(columns):
         if column not in frame.columns:
             frame[column] = np.nan
@@ -127,14 +148,40 @@ def _find_run_dir(text: str, eval_dir: Path) -> Path | None:
     return None
 
 
+def _snapshots(folder: Path, run: Run) -> dict[int, dict[str, np.ndarray]] | None:
+    """The snapshots in ``folder`` (epoch -> arrays); an unreadable file becomes a note."""
+    found = {}
+    for epoch, path in snapshot_paths(folder).items():
+        try:
+            found[epoch] = read_snapshot(path)
+        except InputError as error:
+            run.notes.append(str(error))
+    return found or None
+
+
+def _copied_snapshots(entry: dict, eval_dir: Path) -> Path | None:
+    """The folder of a model's snapshot copies in the evaluation folder, when it names one inside it."""
+    folder = entry.get("snapshots")
+    if not isinstance(folder, str) or not folder:
+        return None
+    path = (eval_dir / folder).resolve()
+    return path if path.is_relative_to(eval_dir.resolve()) and path.is_dir() else None
+
+
 def _load_run(entry: dict, eval_dir: Path) -> Run:
+    name = str(entry.get("name"))
+    seed = entry.get("seed")
     kind = str(entry.get("kind") or "run")  # evaluations before external models held runs only
-    run = Run(name=str(entry.get("name")), kind=kind, entry=entry, loss=entry.get("loss"),
+    run = Run(name=name, model=str(entry.get("model") or name), kind=kind, entry=entry, loss=entry.get("loss"),
+              seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
               run_dir_text=entry.get("run_dir"))
     if kind != "run":
         return run
     if isinstance(entry.get("config"), dict):
         run.config = entry["config"]
+    copied = _copied_snapshots(entry, eval_dir)
+    if copied is not None:
+        run.snapshots = _snapshots(copied, run)
     if not run.run_dir_text:
         run.notes.append("evaluation.json names no run folder for this model")
         return run
@@ -142,6 +189,8 @@ def _load_run(entry: dict, eval_dir: Path) -> Run:
     if run.run_dir is None:
         run.notes.append(f"its run folder {run.run_dir_text} was not found")
         return run
+    if run.snapshots is None:  # an evaluation made before snapshots were copied: read the run's own
+        run.snapshots = _snapshots(run.run_dir / SNAPSHOT_DIR, run)
     for attribute, filename in (("config", CONFIG_FILE), ("environment", ENVIRONMENT_FILE)):
         if not (run.run_dir / filename).is_file():
             run.notes.append(f"{filename} is missing from its run folder")
@@ -203,7 +252,7 @@ def _runs(meta: dict[str, Any], keys: list[str], eval_dir: Path) -> list[Run]:
     if isinstance(model_entries, list) and model_entries:
         return [_load_run(entry, eval_dir) for entry in model_entries if isinstance(entry, dict)]
     models = list(dict.fromkeys(key.rsplit("/", 1)[0] for key in keys))
-    return [Run(name=name, notes=["evaluation.json lists no run folder for it"]) for name in models]
+    return [Run(name=name, model=name, notes=["evaluation.json lists no run folder for it"]) for name in models]
 
 
 def _baseline(meta: dict[str, Any], summary: pd.DataFrame | None, keys: list[str],
@@ -235,10 +284,17 @@ def load_evaluation(eval_dir: str | os.PathLike) -> Evaluation:
         )
     if errors is not None:
         errors["severity"] = errors["severity"].round().astype(int)
+        # The report shows each model's mean over its seeds (seed_summary.csv and the hover text: each seed).
+        errors = errors.groupby(["model", "head", "corruption", "severity"], sort=False, as_index=False)["error"].mean()
+    seed_summary = parts.csv(SEED_SUMMARY_FILE, SEED_SUMMARY_COLUMNS)
+    severity = parts.csv(SEVERITY_FILE, SEVERITY_COLUMNS)
+    if severity is not None:
+        severity["severity"] = severity["severity"].round().astype(int)
     embeddings, examples = parts.npz(EMBEDDINGS_FILE), parts.npz(EXAMPLES_FILE)
     keys = _ordered_keys(summary, errors)
     return Evaluation(
         eval_dir=eval_dir, meta=meta, summary=summary, errors=errors, corruption_summary=corruption_summary,
         embeddings=embeddings, examples=examples, runs=_runs(meta, keys, eval_dir), missing=parts.missing,
-        keys=keys, baseline=_baseline(meta, summary, keys, parts.missing),
+        keys=keys, baseline=_baseline(meta, summary, keys, parts.missing), seed_summary=seed_summary,
+        severity=severity,
     )

@@ -19,19 +19,22 @@ import numpy as np
 import pandas as pd
 
 from robustgsl import __version__
+from robustgsl.corruptions import by_family
 from robustgsl.io import recover_folder, remove_stale_temporaries, write_text_atomic
-from robustgsl.metrics import CLEAN
-from robustgsl.report import figures, tables
+from robustgsl.report import figures, tables, verdicts
 from robustgsl.report.load import Evaluation, Run, load_evaluation
 from robustgsl.schema.evaluation import (
-    CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_FILE, EXAMPLE_ARRAYS, EXAMPLES_FILE, RECORD_FILE,
-    REPORT_FILE, ROBUSTBENCH_FILE, ROBUSTBENCH_SUMMARY_FILE, SUMMARY_FILE, embedding_array,
+    ALL_FAMILIES, CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_FILE, EXAMPLE_ARRAYS, EXAMPLES_FILE, RECORD_FILE,
+    REPORT_FILE, ROBUSTBENCH_FILE, ROBUSTBENCH_SUMMARY_FILE, SEED_SUMMARY_FILE, SEVERITY_FILE, SUMMARY_FILE,
+    embedding_array,
 )
 
 LINKED_FILES = (
-    (SUMMARY_FILE, "Table 2 per model/head, with bootstrap intervals"),
-    (ERRORS_FILE, "error per model, head, corruption and severity"),
-    (CORRUPTION_SUMMARY_FILE, "CE_c and relative CE_c per corruption"),
+    (SUMMARY_FILE, "Table 2 per model/head: means over seeds, their spread, bootstrap intervals, reliability"),
+    (SEED_SUMMARY_FILE, "the same per seed"),
+    (ERRORS_FILE, "error per model, head, seed, corruption and severity"),
+    (CORRUPTION_SUMMARY_FILE, "CE_c and relative CE_c per corruption, and their reliability"),
+    (SEVERITY_FILE, "error against severity per corruption family, with bootstrap bands"),
     (ROBUSTBENCH_FILE, "accuracies in RobustBench's layout (its unaggregated_results.csv)"),
     (ROBUSTBENCH_SUMMARY_FILE, "clean accuracy and RobustBench's robust accuracy"),
     (RECORD_FILE, "what was evaluated, how, and with which versions"),
@@ -152,31 +155,72 @@ def _model_detail(run: Run) -> str:
 def _header(evaluation: Evaluation, colours: dict[str, str]) -> dict[str, Any]:
     meta = evaluation.meta
     heads = meta.get("heads") or sorted({key.rsplit("/", 1)[1] for key in evaluation.keys})
+    seeds = {model: [run.seed for run in evaluation.runs_of(model)] for model in evaluation.models}
     return {
         "compared": [{"key": key, "colour": colours[key], "is_baseline": key == evaluation.baseline}
                      for key in evaluation.keys],
-        "models": [{"name": run.name, "detail": _model_detail(run)} for run in evaluation.runs],
+        "models": [{"name": model, "detail": _model_detail(evaluation.runs_of(model)[0]),
+                    "seeds": ", ".join("?" if seed is None else str(seed) for seed in seeds[model])
+                    if evaluation.runs_of(model)[0].kind == "run" else ""}
+                   for model in evaluation.models if seeds.get(model)],
         "heads": ", ".join(str(head) for head in heads),
         "baseline": evaluation.baseline,
         "facts": _data_facts(meta) + _provenance_facts(meta),
     }
 
 
-def _severity_curves(evaluation: Evaluation, keys: list[str]) -> tuple[dict, list[int]]:
-    errors = evaluation.errors.assign(key=evaluation.errors["model"] + "/" + evaluation.errors["head"])
-    corrupted = errors[errors["corruption"] != CLEAN]
-    severities = sorted(set(int(s) for s in corrupted["severity"]))
-    corruptions = list(dict.fromkeys(corrupted["corruption"]))
-    clean = {r["key"]: r["error"] for r in errors[errors["corruption"] == CLEAN].to_dict("records")}
-    curves: dict[str, dict[str, list[float]]] = {}
-    for group, members in tables.grouped(corruptions):
-        chosen = corrupted[corrupted["corruption"].isin(members)]
-        means = chosen.groupby(["key", "severity"])["error"].mean()
-        curves[group] = {
-            key: [100 * clean.get(key, np.nan)] + [100 * means.get((key, s), np.nan) for s in severities]
-            for key in keys if key in set(chosen["key"])
-        }
-    return curves, severities
+def _summary_line(evaluation: Evaluation) -> str:
+    """One line under the title: data set, corruptions x severities, test images, seeds."""
+    meta = evaluation.meta
+    parts = [tables.dataset_name(meta.get("dataset"))]
+    corruptions, severities = meta.get("corruptions"), meta.get("severities")
+    if corruptions and severities:
+        parts.append(f"{len(corruptions)} corruptions × severities {_severity_range(severities)}")
+    if meta.get("n_test"):
+        parts.append(f"{meta['n_test']} test images")
+    counts = tables.seed_counts(evaluation)
+    parts.append("one training seed per model" if counts == [1] else
+                 f"{' or '.join(map(str, counts))} training seeds per model")
+    return " · ".join(parts)
+
+
+def _severity_range(severities) -> str:
+    values = sorted(int(s) for s in severities)
+    return f"{values[0]}–{values[-1]}" if values == list(range(values[0], values[-1] + 1)) and len(values) > 1 \
+        else ", ".join(map(str, values))
+
+
+def highest_severity(evaluation: Evaluation) -> int | None:
+    """max(severities) of the evaluation (evaluation.json, else errors.csv)."""
+    listed = [int(s) for s in evaluation.meta.get("severities") or [] if isinstance(s, (int, float))]
+    if not listed and evaluation.errors is not None:
+        listed = [int(s) for s in evaluation.errors["severity"] if s > 0]
+    return max(listed) if listed else None
+
+
+def _severity(evaluation: Evaluation, keys: list[str], colours: dict[str, str]) -> dict[str, Any]:
+    """The severity figures (every corruption; then per family) and their caption, or why not."""
+    curves = evaluation.severity
+    if curves is None:
+        return {"note": evaluation.missing.get(SEVERITY_FILE, f"{SEVERITY_FILE} is missing")}
+    drawn = [key for key in keys if key in set(curves["model"] + "/" + curves["head"])]
+    if ALL_FAMILIES not in set(curves["family"]) or not drawn:
+        return {"note": f"{SEVERITY_FILE} holds no curve over all corruptions"}
+    highest = highest_severity(evaluation)
+    boot = evaluation.meta.get("bootstrap") or {}
+    band = f"{round(100 * boot['level'])} % paired-bootstrap band" if isinstance(boot.get("level"), float) else \
+        "paired-bootstrap band"
+    n_corruptions = len(evaluation.meta.get("corruptions") or []) or None
+    # One row over every corruption; the per-family curves are in severity_curves.csv (and, per corruption,
+    # in the heat maps above).
+    return {
+        "figure": figures.severity_figure(curves, drawn, colours, evaluation.baseline, ALL_FAMILIES),
+        "caption": (f"Error (%) averaged over {'all ' + str(n_corruptions) if n_corruptions else 'all'} corruptions, "
+                    f"from the clean test set to severity {highest}, one panel per head: each line a model/head with "
+                    f"its {band} (the mean over seeds where a model has several)."
+                    + (f" Dashed: the baseline {evaluation.baseline}, for reference." if evaluation.baseline else "")
+                    + f" Per corruption family: {SEVERITY_FILE}."),
+    }
 
 
 def _classes(meta: dict[str, Any]) -> list[str] | None:
@@ -203,7 +247,7 @@ def _example_grid(evaluation: Evaluation) -> dict[str, Any]:
             {"label": tables.corruption_label(name),
              "images": [figures.image_data_uri(image) for image in corrupted[position[name]]]}
             for name in members]}
-        for group, members in tables.grouped(names)
+        for group, members in by_family(names)
     ]
     # Two tables side by side (noise and blur | weather and digital) keep the grid about one screen tall.
     rows_before = np.cumsum([len(group["rows"]) for group in groups])
@@ -227,10 +271,17 @@ def _embeddings(evaluation: Evaluation) -> dict[str, Any]:
     severities = [int(s) for s in evaluation.meta.get("severities") or [] if isinstance(s, (int, float))]
     highest = f"severity {max(severities)}" if severities else "the highest severity"
     severity = f"{highest} (the highest evaluated)" if severities else "the highest evaluated severity"
-    order = [run.name for run in evaluation.runs]
+    # One view per model: its first run (the other seeds' arrays stay in embeddings.npz).
+    shown = {}
+    for run in evaluation.runs:
+        if run.model not in shown.values():
+            several = len(evaluation.runs_of(run.model)) > 1
+            shown[run.name] = run.model + (f" (seed {run.seed})" if several else "")
+    order = list(shown)
     suffix = embedding_array("", "clean")
     names = [name[: -len(suffix)] for name in archive if name.endswith(suffix)]
-    names = [n for n in order if n in names] + sorted(set(names) - set(order))
+    known = {run.name for run in evaluation.runs}
+    names = [n for n in order if n in names] + sorted(set(names) - known)
     panels, notes = [], []
     for name in names:
         clean, corrupted = archive[embedding_array(name, "clean")], archive.get(embedding_array(name, "corrupted"))
@@ -239,7 +290,7 @@ def _embeddings(evaluation: Evaluation) -> dict[str, Any]:
                           "why": f"its arrays in embeddings.npz do not match (clean {clean.shape}, corrupted "
                                  f"{None if corrupted is None else corrupted.shape}, labels {labels.shape})"})
             continue
-        panels.append((name, clean, corrupted))
+        panels.append((shown.get(name, name), clean, corrupted))
     if not panels:
         return {"note": "embeddings.npz holds no usable model embeddings", "notes": notes}
     dataset = evaluation.meta.get("dataset")
@@ -257,30 +308,77 @@ def _embeddings(evaluation: Evaluation) -> dict[str, Any]:
     }
 
 
+def _model_colours(evaluation: Evaluation, colours: dict[str, str]) -> dict[str, str]:
+    """A model's colour: that of its first model/head."""
+    out = {}
+    for model in evaluation.models:
+        own = [key for key in evaluation.keys if key.rsplit("/", 1)[0] == model]
+        out[model] = colours[own[0]] if own else figures.PALETTE[len(out) % len(figures.PALETTE)]
+    return out
+
+
 def _training(evaluation: Evaluation, colours: dict[str, str]) -> dict[str, Any]:
     trained = [run for run in evaluation.runs if run.kind == "run"]
-    with_metrics = [(run.name, run.metrics) for run in trained if run.metrics is not None]
+    with_metrics = [(run.model, run.seed, run.metrics) for run in trained if run.metrics is not None]
     notes = [{"what": f"Training records of {run.name}", "why": "robustgsl did not train it"}
              for run in evaluation.runs if run.kind != "run"]
     notes += [{"what": f"Training curves of {run.name}", "why": "; ".join(run.notes) or "they were not recorded"}
               if run.metrics is None else {"what": f"Some records of {run.name}", "why": "; ".join(run.notes)}
               for run in trained if run.metrics is None or run.notes]
-    run_colours = {}
-    for run in trained:
-        own = [key for key in evaluation.keys if key.rsplit("/", 1)[0] == run.name]
-        run_colours[run.name] = colours[own[0]] if own else figures.PALETTE[len(run_colours) % len(figures.PALETTE)]
-    figure = figures.training_figure(with_metrics, run_colours) if with_metrics else None
-    names = [(run.name, run.config) for run in trained]
-    environments = [(run.name, tables.environment_rows(run.environment)) for run in trained]
-    hyper = tables.side_by_side(names, tables.CONFIG_ORDER, tables.CONFIG_HELP) if any(c for _, c in names) else []
+    figure = figures.training_figure(with_metrics, _model_colours(evaluation, colours)) if with_metrics else None
+    # One column per model: its first run's config and environment (the seeds differ in the seed alone).
+    first = [evaluation.runs_of(model)[0] for model in evaluation.models
+             if evaluation.runs_of(model) and evaluation.runs_of(model)[0].kind == "run"]
+    names = [(run.model, _with_seeds(run.config, evaluation.runs_of(run.model))) for run in first]
+    environments = [(run.model, tables.environment_rows(run.environment)) for run in first]
+    hyper = tables.side_by_side(names, tables.CONFIG_ORDER, tables.CONFIG_HELP, tables.CONFIG_APPLIES) \
+        if any(c for _, c in names) else []
     env = tables.side_by_side(environments, tables.ENVIRONMENT_ORDER, tables.ENVIRONMENT_HELP) \
         if any(e for _, e in environments) else []
     for row in env:
         if row["key"] == "wall_time_s":
             row["values"] = [tables.duration(e.get("wall_time_s")) if e else tables.NOT_AVAILABLE
                              for _, e in environments]
-    return {"figure": figure, "notes": notes, "names": [run.name for run in trained],
-            "hyper": hyper, "environment": env}
+    several = any(len(evaluation.runs_of(run.model)) > 1 for run in first)
+    return {"figure": figure, "notes": notes, "names": [run.model for run in first], "hyper": hyper,
+            "environment": env, "first_seed_only": several}
+
+
+def _with_seeds(config: dict | None, model_runs) -> dict | None:
+    """A model's config with its ``seed`` as the list of its runs' seeds."""
+    if not config or len(model_runs) < 2:
+        return config
+    return config | {"seed": ", ".join("?" if run.seed is None else str(run.seed) for run in model_runs)}
+
+
+def _figure1(evaluation: Evaluation) -> dict[str, Any]:
+    """The embedding snapshots of training (the paper's Figure 1): one row per model (its first run that has
+    snapshots), one column per epoch."""
+    rows, dims, n = [], [], 0
+    for model in evaluation.models:
+        run = next((r for r in evaluation.runs_of(model) if r.snapshots), None)
+        if run is None:
+            continue
+        snaps = {}
+        for epoch, arrays in run.snapshots.items():
+            embeddings = np.asarray(arrays["embeddings"], dtype=np.float64)
+            points, _, _ = figures.project_2d(embeddings, embeddings)
+            snaps[epoch] = (points, np.asarray(arrays["labels"]).astype(int))
+            n = max(n, len(embeddings))
+        d = next(iter(run.snapshots.values()))["embeddings"].shape[1]
+        dims.append(d)
+        several = len(evaluation.runs_of(model)) > 1
+        rows.append((f"{model}" + (f" (seed {run.seed})" if several else "") + f"\n{run.loss or ''}, d = {d}"
+                     + (", PCA" if d > 2 else ""), snaps))
+    if not rows:
+        return {"note": "no run of this evaluation saved embedding snapshots (train with --embedding-snapshots "
+                        "1,10,50,200; the paper's setting adds --embedding-dim 2 --normalization batchnorm for GSL "
+                        "and --bottleneck 2 for CE)"}
+    epochs = sorted({epoch for _, snaps in rows for epoch in snaps})
+    dataset = evaluation.meta.get("dataset")
+    labels = sorted({int(label) for _, snaps in rows for _, found in snaps.values() for label in found})
+    image = figures.snapshot_figure(rows, epochs, {label: tables.class_name(dataset, label) for label in labels})
+    return {"image": image, "n": n, "epochs": ", ".join(map(str, epochs)), "projected": any(d > 2 for d in dims)}
 
 
 def _links(evaluation: Evaluation, page_dir: Path) -> dict[str, Any]:
@@ -326,8 +424,9 @@ def _source_notes(meta: dict[str, Any]) -> list[str]:
     dataset, n_test = meta.get("dataset"), meta.get("n_test")
     if dataset and dataset != "cifar10":
         notes.append(
-            f"This evaluation uses {dataset}, not CIFAR-10: the published figures are for CIFAR-10 and "
-            "are shown as a reference point only."
+            f"This evaluation uses {tables.dataset_name(dataset)}, not CIFAR-10: the paper's Table 2 figures are "
+            "for CIFAR-10-C and are not shown; its Table 1 clean errors are shown only for CIFAR-10, CIFAR-100 "
+            "and SVHN evaluations."
         )
     elif isinstance(n_test, int) and n_test < 10000:
         notes.append(
@@ -365,17 +464,26 @@ def _method_notes(evaluation: Evaluation) -> list[str]:
         "The paper's GSL row is the 10-NN head on the GSL embedding; compare it with this report's "
         "gsl/10nn row (or whichever GSL run uses that head)."
     )
+    notes.append(
+        "A relative CE_c is flagged as unreliable (greyed, never highlighted) when " + tables.RELIABILITY_RULE
+        + "; a relative MCE when it averages such a ratio, is negative, or its bootstrap interval contains 0."
+    )
     return notes
 
 
 def _table_context(evaluation: Evaluation, colours: dict[str, str]) -> dict[str, Any]:
     """Table 2 and its verdicts, the per-corruption table, the heat tables and severity curves, or why not."""
     missing, keys = evaluation.missing, evaluation.keys
-    context: dict[str, Any] = {"table2": None, "table2_note": None, "verdicts": [], "verdicts_note": None}
+    context: dict[str, Any] = {"table2": None, "table2_note": None, "verdicts": [], "verdicts_note": None,
+                               "per_seed": None, "published2": None, "published1": None,
+                               "dataset_line": tables.dataset_line(evaluation)}
     if evaluation.summary is not None:
         context["table2"] = tables.table2(evaluation)
+        context["per_seed"] = tables.per_seed_table(evaluation)
+        context["published2"] = tables.published_table2(evaluation)
+        context["published1"] = tables.published_table1(evaluation)
         if evaluation.baseline is not None and "baseline" not in missing:
-            context["verdicts"] = tables.verdicts(evaluation)
+            context["verdicts"] = verdicts.verdicts(evaluation)
         else:
             context["verdicts_note"] = missing.get("baseline", "no baseline is named")
     else:
@@ -385,12 +493,11 @@ def _table_context(evaluation: Evaluation, colours: dict[str, str]) -> dict[str,
     context["corruption_note"] = missing.get(CORRUPTION_SUMMARY_FILE)
     if evaluation.errors is not None:
         context["heat"] = tables.heat_tables(evaluation, keys)
-        curves, severities = _severity_curves(evaluation, keys)
-        context["severity_figure"] = figures.severity_figure(curves, keys, colours, severities) if curves else None
-        context["errors_note"] = None if curves else f"{ERRORS_FILE} holds no corrupted errors"
+        context["errors_note"] = None
     else:
-        context["heat"], context["severity_figure"] = None, None
+        context["heat"] = None
         context["errors_note"] = missing[ERRORS_FILE]
+    context["severity"] = _severity(evaluation, keys, colours)
     return context
 
 
@@ -403,13 +510,11 @@ def render_report(evaluation: Evaluation, page_dir: Path, title: str | None = No
     dataset = meta.get("dataset") or "unknown data set"
     context: dict[str, Any] = {
         "title": title or f"Robustness report: {folder_name or evaluation.eval_dir.name or dataset}",
-        "subtitle": f"{dataset} · {len(keys)} model/head combination{'s' if len(keys) != 1 else ''}",
+        "subtitle": _summary_line(evaluation),
         "version": __version__,
         "header": _header(evaluation, colours),
         "colours": colours,
         "missing_top": [reason for part, reason in missing.items() if part == RECORD_FILE],
-        "published": tables.published_rows(),
-        "published_source": tables.PUBLISHED_SOURCE,
     }
 
     context.update(_table_context(evaluation, colours))
@@ -418,6 +523,7 @@ def render_report(evaluation: Evaluation, page_dir: Path, title: str | None = No
     context["embeddings"] = {"note": missing[EMBEDDINGS_FILE], "notes": []} if evaluation.embeddings is None \
         else _embeddings(evaluation)
     context["training"] = _training(evaluation, colours)
+    context["figure1"] = _figure1(evaluation)
     context["links"] = _links(evaluation, page_dir)
     context["comparability"] = _source_notes(evaluation.meta) + _method_notes(evaluation)
     return _environment().get_template("report.html").render(**context)

@@ -13,30 +13,16 @@ from typing import Any
 
 import numpy as np
 
+from robustgsl import published
 from robustgsl.config import TRAIN_OPTIONS
-from robustgsl.corruptions import CORRUPTION_FAMILIES, EXTRA_FAMILIES
-from robustgsl.metrics import CLEAN
+from robustgsl.corruptions import by_family
+from robustgsl.data import DATASET_INFO
+from robustgsl.heads import HEADS
+from robustgsl.metrics import CLEAN, RELIABILITY_Z
 from robustgsl.report.load import Evaluation
 from robustgsl.schema.run import CONFIG_FIELDS, DERIVED_CONFIG_FIELDS, ENVIRONMENT_FIELDS, VERSION_PACKAGES
 
 NOT_AVAILABLE = "—"
-
-# The four families of the 15 benchmark corruptions (robustgsl.corruptions.CORRUPTION_FAMILIES), each with
-# the extra corruptions that resemble it.
-CORRUPTION_GROUPS: dict[str, tuple[str, ...]] = {
-    family: members + tuple(name for name, group in EXTRA_FAMILIES.items() if group == family)
-    for family, members in CORRUPTION_FAMILIES.items()
-}
-OTHER_GROUP = "other"
-
-# Bontonou et al. 2019, "Introducing Graph Smoothness Loss for Training Deep Learning Architectures"
-# (arXiv:1905.00301), Table 2: PreActResNet-18 on CIFAR-10 / CIFAR-10-C. Clean error in %, MCE and
-# relative MCE with the cross-entropy model as the baseline (= 100).
-PUBLISHED_TABLE_2 = (
-    {"method": "CE, argmax", "clean_error": 5.06, "mce": 100.0, "relative_mce": 100.0},
-    {"method": "GSL, 10-NN", "clean_error": 5.60, "mce": 95.28, "relative_mce": 90.33},
-)
-PUBLISHED_SOURCE = "Bontonou et al. 2019, arXiv:1905.00301, Table 2 (CIFAR-10, PreActResNet-18)"
 
 # torchvision's CIFAR-10 class order.
 CIFAR10_CLASSES = (
@@ -106,20 +92,6 @@ def class_name(dataset: str | None, label: int, classes: list[str] | None = None
     if dataset == "digits":
         return f"digit {label}"
     return f"class {label}"
-
-
-def group_of(corruption: str) -> str:
-    for group, members in CORRUPTION_GROUPS.items():
-        if corruption in members:
-            return group
-    return OTHER_GROUP
-
-
-def grouped(corruptions: list[str]) -> list[tuple[str, list[str]]]:
-    """Corruptions in evaluation order, gathered under their family, families in the usual order."""
-    order = list(CORRUPTION_GROUPS) + [OTHER_GROUP]
-    groups = {group: [c for c in corruptions if group_of(c) == group] for group in order}
-    return [(group, members) for group, members in groups.items() if members]
 
 
 def corruption_label(corruption: str) -> str:
@@ -204,99 +176,199 @@ def partial_averages(evaluation: Evaluation) -> dict[str, dict[str, Any]]:
     return out
 
 
+def per_seed_values(evaluation: Evaluation) -> dict[tuple[str, str], list[tuple[int | None, dict]]]:
+    """(model/head key, column) -> [(seed, seed_summary.csv record)], for models with several seeds."""
+    frame = evaluation.seed_summary
+    if frame is None:
+        return {}
+    out: dict = {}
+    for record in frame.to_dict("records"):
+        key = f"{record['model']}/{record['head']}"
+        out.setdefault(key, []).append((None if is_missing(record["seed"]) else int(record["seed"]), record))
+    return {key: values for key, values in out.items() if len(values) > 1}
+
+
+def _seed_title(values: list[tuple[int | None, dict]] | None, column: str, as_percent: bool) -> str:
+    """The per-seed values of a cell, for its title (hover) text."""
+    if not values or column not in values[0][1]:
+        return ""
+    show = percent if as_percent else number
+    return " · ".join(f"seed {seed}: {show(record[column])}" for seed, record in values)
+
+
+def _std(record: dict, column: str, as_percent: bool) -> str:
+    value = record.get(f"{column}_std")
+    if is_missing(value) or (record.get("n_seeds") or 1) < 2:
+        return ""
+    return f"± {percent(value) if as_percent else number(value)}"
+
+
+def readable(evaluation: Evaluation, text: str) -> str:
+    """A reason from a CSV with its corruption names as the page writes them (gaussian noise)."""
+    for name in sorted(evaluated_corruptions(evaluation), key=len, reverse=True):
+        text = text.replace(name, corruption_label(name))
+    return str(text)
+
+
+def is_unreliable(record: dict, column: str) -> bool:
+    """A ratio flagged by evaluate (``<column>_reliable`` False); absent flags (older folders) flag nothing."""
+    flag = record.get(f"{column}_reliable")
+    return flag is False or flag == 0
+
+
+def _table2_best(summary, column: str) -> list[bool]:
+    """Best (lowest) per column; a flagged relative MCE is never the best."""
+    records = summary.to_dict("records")
+    return _best_flags([float("nan") if is_unreliable(record, column) else float(record[column])
+                        for record in records])
+
+
 def table2(evaluation: Evaluation) -> dict[str, Any]:
     summary = evaluation.summary
     columns = [{"name": c, "title": t, "unit": u} for c, t, u, _, _ in TABLE2_COLUMNS]
     partial = partial_averages(evaluation)
     n_corruptions = len(evaluated_corruptions(evaluation))
-    rows = []
-    best = {
-        column: _best_flags([float(value) for value in summary[column]])
-        for column, *_ in TABLE2_COLUMNS
-    }
+    by_seed = per_seed_values(evaluation)
+    best = {column: _table2_best(summary, column) for column, *_ in TABLE2_COLUMNS}
+    rows, unreliable = [], []
     for index, record in enumerate(summary.to_dict("records")):
         key = f"{record['model']}/{record['head']}"
         cells = []
         for column, _, _, as_percent, has_interval in TABLE2_COLUMNS:
             value = record[column]
             short = partial.get(column, {}).get("keys", {})
+            flagged = is_unreliable(record, column)
+            if flagged:
+                unreliable.append((key, readable(evaluation, record.get(f"{column}_reliability") or "flagged")))
             cells.append({
                 "text": percent(value) if as_percent else number(value),
+                "sd": _std(record, column, as_percent),
+                "title": _seed_title(by_seed.get(key), column, as_percent),
                 "interval": interval(record[f"{column}_low"], record[f"{column}_high"], as_percent)
                 if has_interval else "",
                 "best": best[column][index],
+                "unreliable": flagged,
+                "why": f"not reliable: {readable(evaluation, str(record.get(f'{column}_reliability')))}" if flagged else "",
                 "mark": partial[column]["mark"] if key in short else "",
                 "mark_title": f"averages {short[key]} of {n_corruptions} corruptions" if key in short else "",
                 "attrs": {"data-key": key, "data-column": column},
             })
+        n_seeds = record.get("n_seeds")
         rows.append({"key": key, "is_baseline": key == evaluation.baseline, "cells": cells,
+                     "n_seeds": "1" if is_missing(n_seeds) else str(int(n_seeds)),
+                     "seeds_title": f"seeds {record.get('seeds')}" if record.get("seeds") else "",
                      "n_test": "" if is_missing(record["n_test"]) else str(int(record["n_test"]))})
-    return {"columns": columns, "rows": rows, "footnotes": [entry["note"] for entry in partial.values()]}
+    footnotes = [entry["note"] for entry in partial.values()]
+    return {"columns": columns, "rows": rows, "footnotes": footnotes, "unreliable": unreliable,
+            "seeds": seed_statement(evaluation)}
 
 
-def published_rows() -> list[dict[str, str]]:
-    return [
-        {"method": row["method"], "clean_error": f"{row['clean_error']:.2f}", "mce": f"{row['mce']:.2f}",
-         "relative_mce": f"{row['relative_mce']:.2f}"}
-        for row in PUBLISHED_TABLE_2
-    ]
+def seed_counts(evaluation: Evaluation) -> list[int]:
+    summary = evaluation.summary
+    if summary is None or "n_seeds" not in summary:
+        return [1]
+    return sorted({int(n) for n in summary["n_seeds"] if not is_missing(n)}) or [1]
 
 
-def _verdict_mce(record: dict) -> tuple[str, str]:
-    """(kind, sentence) for the MCE: kind is better / worse / same / unknown than the baseline."""
-    mce, low, high = record["mce"], record["mce_low"], record["mce_high"]
-    if is_missing(mce):
-        return "unknown", "No MCE: it needs a baseline."
-    if is_missing(low) or is_missing(high):
-        return "unknown", f"MCE {number(mce)}; no bootstrap interval was computed, so its noise is unknown."
-    bounds = interval(low, high, as_percent=False)
-    if high < 100.0:
-        return "better", f"MCE {number(mce)} {bounds} excludes 100: more robust than the baseline, beyond the bootstrap noise."
-    if low > 100.0:
-        return "worse", f"MCE {number(mce)} {bounds} excludes 100: less robust than the baseline, beyond the bootstrap noise."
-    return "same", f"MCE {number(mce)} {bounds} contains 100: not distinguishable from the baseline."
+def seed_statement(evaluation: Evaluation) -> str:
+    """What the intervals and the ± cover, and how MCE is paired across seeds."""
+    counts = seed_counts(evaluation)
+    if counts == [1]:
+        return ("One training seed per model: the brackets cover test-set noise only, not the run-to-run "
+                "variance of training (train-both --seeds 0,1,2 measures it).")
+    seeds = " or ".join(str(c) for c in counts)
+    return (f"Mean over {seeds} training seeds, ± their sample standard deviation (hover a value for each seed's); "
+            "brackets: the bootstrap interval of that mean. The MCE of seed N is computed against the baseline's "
+            "seed N (paired), or against its only run when it has one.")
 
 
-def _verdict_clean(record: dict, baseline_clean: float) -> tuple[str, str]:
-    """(kind, sentence) for the clean error difference from the baseline, in percentage points."""
-    low, high = record["clean_error_diff_low"], record["clean_error_diff_high"]
-    if is_missing(baseline_clean) or is_missing(record["clean_error"]):
-        return "unknown", "No clean-error difference: it needs a baseline."
-    text = f"Clean error {100.0 * (record['clean_error'] - baseline_clean):+.2f} points"
-    if is_missing(low) or is_missing(high):
-        return "unknown", f"{text}; no bootstrap interval was computed."
-    bounds = f"[{100.0 * low:+.2f}, {100.0 * high:+.2f}]"
-    if low > 0.0:
-        return "worse", f"{text} {bounds} excludes 0: higher than the baseline, beyond the bootstrap noise."
-    if high < 0.0:
-        return "better", f"{text} {bounds} excludes 0: lower than the baseline, beyond the bootstrap noise."
-    return "same", f"{text} {bounds} contains 0: same clean error as the baseline within the bootstrap noise."
+def per_seed_table(evaluation: Evaluation) -> dict[str, Any] | None:
+    """Every seed's Table 2 values (seed_summary.csv), for models with several seeds."""
+    frame = evaluation.seed_summary
+    by_seed = per_seed_values(evaluation)
+    if frame is None or not by_seed:
+        return None
+    columns = [(c, t, as_percent) for c, t, _, as_percent, _ in TABLE2_COLUMNS if c in frame]
+    rows = []
+    for key, values in by_seed.items():
+        for seed, record in values:
+            rows.append({"key": key, "seed": NOT_AVAILABLE if seed is None else str(seed),
+                         "baseline_seed": "" if is_missing(record.get("baseline_seed")) else
+                         str(int(record["baseline_seed"])),
+                         "cells": [{"text": percent(record[c]) if p else number(record[c]),
+                                    "unreliable": is_unreliable(record, c),
+                                    "title": str(record.get(f"{c}_reliability") or "") if is_unreliable(record, c)
+                                    else ""} for c, _, p in columns]})
+    return {"columns": [t for _, t, _ in columns], "rows": rows,
+            "paired": "baseline_seed" in frame and frame["baseline_seed"].notna().any()}
 
 
-VERDICT_BADGES = {
-    "mce": {"better": "more robust", "worse": "less robust", "same": "within noise", "unknown": "no interval"},
-    "clean": {"better": "lower clean error", "worse": "higher clean error", "same": "within noise",
-              "unknown": "no interval"},
-}
+# --- the paper's figures beside the measured ones ----------------------------------------------
+
+def dataset_name(dataset: str | None) -> str:
+    info = DATASET_INFO.get(dataset or "")
+    return info.display_name if info else (dataset or "an unknown data set")
 
 
-def verdicts(evaluation: Evaluation) -> list[dict[str, Any]]:
-    """Per non-baseline model/head: is its difference from the baseline outside the bootstrap noise?"""
-    summary, baseline = evaluation.summary, evaluation.baseline
-    records = summary.to_dict("records")
-    base = [r for r in records if f"{r['model']}/{r['head']}" == baseline]
-    baseline_clean = base[0]["clean_error"] if base else float("nan")
-    out = []
-    for record in records:
-        key = f"{record['model']}/{record['head']}"
-        if key == baseline:
+def model_losses(evaluation: Evaluation) -> dict[str, str | None]:
+    """model -> its loss (from its first run)."""
+    losses: dict[str, str | None] = {}
+    for run in evaluation.runs:
+        losses.setdefault(run.model, run.loss or (run.config or {}).get("loss"))
+    return losses
+
+
+def published_table2(evaluation: Evaluation) -> dict[str, Any] | None:
+    """The paper's Table 2, for an evaluation on its data set only; else None."""
+    if evaluation.meta.get("dataset") != published.TABLE_2_DATASET:
+        return None
+    dims = sorted({run.config.get("embedding_dim") for run in evaluation.runs
+                   if run.config and run.config.get("loss") == "gsl" and run.config.get("embedding_dim")})
+    expected = published.TABLE_2_GSL["embedding_dim"]
+    note = "" if not dims or dims == [expected] else (
+        f"The paper's GSL model has d = {expected}; this report's has d = {', '.join(map(str, dims))} "
+        "(`train-both --preset paper-table2` trains d = 200).")
+    return {"rows": [{"method": row.method, "clean_error": f"{row.clean_error:.2f}", "mce": f"{row.mce:.2f}",
+                      "relative_mce": f"{row.relative_mce:.2f}"} for row in published.TABLE_2],
+            "source": f"{published.SHORT_CITATION}, Table 2 ({dataset_name(published.TABLE_2_DATASET)}-C, "
+                      "PreActResNet-18, one run; GSL: k max, d = 200, α = 2, 10-NN)",
+            "citation": published.CITATION, "note": note}
+
+
+def published_table1(evaluation: Evaluation) -> dict[str, Any] | None:
+    """Measured clean errors beside the paper's Table 1 row of the same data set, loss and head; else None."""
+    dataset = evaluation.meta.get("dataset")
+    if dataset not in published.table1_datasets() or evaluation.summary is None:
+        return None
+    losses = model_losses(evaluation)
+    rows = []
+    for record in evaluation.summary.to_dict("records"):
+        entry = published.table1_error(dataset, losses.get(record["model"]), record["head"])
+        if entry is None:
             continue
-        items = []
-        for name, (kind, sentence) in (("mce", _verdict_mce(record)),
-                                       ("clean", _verdict_clean(record, baseline_clean))):
-            items.append({"kind": kind, "badge": VERDICT_BADGES[name][kind], "sentence": sentence})
-        out.append({"key": key, "items": items})
-    return out
+        key = f"{record['model']}/{record['head']}"
+        measured = 100 * float(record["clean_error"])
+        rows.append({"key": key, "method": entry.method, "measured": percent(record["clean_error"]),
+                     "sd": _std(record, "clean_error", True), "published": f"{entry.clean_error:.2f}",
+                     "difference": f"{measured - entry.clean_error:+.2f}",
+                     "attrs": {"data-key": key, "data-published": f"{entry.clean_error:.2f}"}})
+    if not rows:
+        return None
+    return {"rows": rows, "dataset": dataset_name(dataset),
+            "source": f"{published.SHORT_CITATION}, Table 1 ({dataset_name(dataset)}, PreActResNet-18, one run)",
+            "citation": published.CITATION}
+
+
+def dataset_line(evaluation: Evaluation) -> str | None:
+    """One line under Table 2 when the data set is not the published Table 2's."""
+    dataset = evaluation.meta.get("dataset")
+    if dataset == published.TABLE_2_DATASET:
+        return None
+    table1 = " (its Table 1 clean errors are shown beside the measured ones)" \
+        if dataset in published.table1_datasets() else ""
+    return (f"Measured on {dataset_name(dataset)}, not {dataset_name(published.TABLE_2_DATASET)}: the paper's "
+            f"Table 2 figures ({dataset_name(published.TABLE_2_DATASET)}-C) are not comparable and not shown"
+            f"{table1}.")
 
 
 # --- per corruption ----------------------------------------------------------------------------
@@ -318,7 +390,7 @@ def corruption_table(evaluation: Evaluation, keys: list[str]) -> dict[str, Any]:
         footer_title = "Mean"
     corruptions = list(dict.fromkeys(frame["corruption"]))
     groups = []
-    for group, members in grouped(corruptions):
+    for group, members in by_family(corruptions):
         rows = []
         for corruption in members:
             first = columns[0][0]
@@ -328,7 +400,12 @@ def corruption_table(evaluation: Evaluation, keys: list[str]) -> dict[str, Any]:
                 record = lookup.get((key, corruption))
                 for index, (column, _, show) in enumerate(columns):
                     value = record[column] if record else float("nan")
+                    # An undefined ratio is a dash (explained in the caption); a defined but flagged one is greyed.
+                    flagged = column == "relative_ce" and record is not None and not is_missing(value) \
+                        and is_unreliable(record, column)
                     cells.append({"text": show(value), "best": is_best and index == 0, "secondary": index > 0,
+                                  "unreliable": flagged,
+                                  "title": str(record.get("relative_ce_reliability") or "") if flagged else "",
                                   "attrs": {"data-key": key, "data-corruption": corruption,
                                             "data-column": column}})
             rows.append({"corruption": corruption, "label": corruption_label(corruption), "cells": cells})
@@ -340,13 +417,25 @@ def corruption_table(evaluation: Evaluation, keys: list[str]) -> dict[str, Any]:
         for key in keys:
             for index, (column, show) in enumerate(footer_columns):
                 short = key in partial.get(column, {}).get("keys", {})
-                footer.append({"text": show(by_key.get(key, {}).get(column, float("nan"))), "secondary": index > 0,
-                               "mark": partial[column]["mark"] if short else ""})
+                record = by_key.get(key, {})
+                footer.append({"text": show(record.get(column, float("nan"))), "secondary": index > 0,
+                               "mark": partial[column]["mark"] if short else "",
+                               "unreliable": is_unreliable(record, column),
+                               "title": str(record.get(f"{column}_reliability") or "")
+                               if is_unreliable(record, column) else ""})
     undefined = [column for column, _, _ in columns
                  if column in ("ce", "relative_ce") and frame[column].isna().any()]
+    flagged = any(cell.get("unreliable") for group in groups for row in group["rows"] for cell in row["cells"])
     return {"keys": keys, "columns": [{"name": c, "title": t} for c, t, _ in columns], "groups": groups,
             "footer": footer, "footer_title": footer_title, "has_undefined": bool(undefined),
+            "has_unreliable": flagged, "rule": RELIABILITY_RULE,
             "footnotes": [entry["note"] for entry in partial.values()]}
+
+
+# How evaluate decides that a relative CE_c is unreliable (robustgsl/metrics.py states the formula).
+RELIABILITY_RULE = (f"the baseline's denominator, its errors summed over the severities minus the clean error, is "
+                    f"within {RELIABILITY_Z:g} binomial standard errors of zero on this test set (or, in some seed, "
+                    "undefined)")
 
 
 def _heat_colour(value: float, vmax: float, cmap) -> tuple[str, str]:
@@ -381,7 +470,7 @@ def heat_tables(evaluation: Evaluation, keys: list[str]) -> dict[str, Any]:
     tables = []
     for key in keys:
         groups = []
-        for group, members in grouped(corruptions):
+        for group, members in by_family(corruptions):
             rows = []
             for corruption in members:
                 cells = []
@@ -399,12 +488,87 @@ def heat_tables(evaluation: Evaluation, keys: list[str]) -> dict[str, Any]:
                        "clean_attrs": {"data-key": key, "data-corruption": CLEAN, "data-severity": "0"}})
     stops = ", ".join(f"{_heat_colour(vmax * t / 8, vmax, cmap)[0]} {100 * t / 8:.0f}%" for t in range(9))
     return {"tables": tables, "severities": severities, "vmax": percent(vmax),
-            "gradient": f"linear-gradient(to right, {stops})"}
+            "gradient": f"linear-gradient(to right, {stops})",
+            "differences": difference_tables(evaluation, lookup, mean_lookup, corruptions, severities)}
+
+
+def difference_pairs(evaluation: Evaluation) -> list[tuple[str, str, str]]:
+    """(GSL key, CE key, note) to compare cell by cell: the same head of the first GSL and CE models, then the
+    paper's comparison, GSL 10-NN against the CE argmax."""
+    losses = model_losses(evaluation)
+    ce = next((m for m in evaluation.models if losses.get(m) == "ce"), None)
+    gsl = next((m for m in evaluation.models if losses.get(m) == "gsl"), None)
+    if ce is None or gsl is None:
+        return []
+    keys = set(evaluation.keys)
+    pairs = [(f"{gsl}/{head}", f"{ce}/{head}", "same head") for head in HEADS
+             if f"{gsl}/{head}" in keys and f"{ce}/{head}" in keys]
+    if f"{gsl}/10nn" in keys and f"{ce}/argmax" in keys:
+        pairs.append((f"{gsl}/10nn", f"{ce}/argmax", "the paper's comparison"))
+    return pairs
+
+
+def _difference_colour(value: float, vmax: float, cmap) -> tuple[str, str]:
+    """Diverging colours: blue where GSL errs less, red where it errs more, white at 0."""
+    from matplotlib.colors import to_hex
+
+    if is_missing(value):
+        return "#f3f4f6", "#6b7280"
+    share = min(max(value / vmax, -1.0), 1.0) if vmax > 0 else 0.0
+    red, green, blue, _ = cmap(0.5 + 0.45 * share)
+    luminance = 0.2126 * red + 0.7152 * green + 0.0722 * blue
+    return to_hex((red, green, blue)), ("#ffffff" if luminance < 0.5 else "#1f2937")
+
+
+def difference_tables(evaluation: Evaluation, lookup: dict, mean_lookup: dict, corruptions: list[str],
+                      severities: list[int]) -> dict[str, Any] | None:
+    """GSL minus CE error (percentage points) by corruption x severity, on one symmetric colour scale."""
+    import matplotlib
+
+    pairs = difference_pairs(evaluation)
+    if not pairs:
+        return None
+    cmap = matplotlib.colormaps["RdBu_r"]
+    cells = {(gsl, ce, c, s): lookup.get((gsl, c, s), np.nan) - lookup.get((ce, c, s), np.nan)
+             for gsl, ce, _ in pairs for c in corruptions for s in severities}
+    finite = [abs(v) for v in cells.values() if np.isfinite(v)]
+    vmax = max(finite) if finite and max(finite) > 0 else 0.01
+    tables = []
+    for gsl, ce, note in pairs:
+        groups = []
+        for group, members in by_family(corruptions):
+            rows = []
+            for corruption in members:
+                row = []
+                for severity in severities:
+                    value = cells[(gsl, ce, corruption, severity)]
+                    background, ink = _difference_colour(value, vmax, cmap)
+                    row.append({"text": _signed_points(value), "style": f"background:{background};color:{ink}",
+                                "attrs": {"data-diff": f"{gsl} - {ce}", "data-corruption": corruption,
+                                          "data-severity": str(severity)}})
+                mean = mean_lookup.get((gsl, corruption), np.nan) - mean_lookup.get((ce, corruption), np.nan)
+                rows.append({"label": corruption_label(corruption), "cells": row, "mean": _signed_points(mean)})
+            groups.append({"name": group, "rows": rows})
+        clean = lookup.get((gsl, CLEAN, 0), np.nan) - lookup.get((ce, CLEAN, 0), np.nan)
+        tables.append({"gsl": gsl, "ce": ce, "note": note, "groups": groups, "clean": _signed_points(clean)})
+    stops = ", ".join(f"{_difference_colour(vmax * (t - 4) / 4, vmax, cmap)[0]} {100 * t / 8:.0f}%" for t in range(9))
+    return {"tables": tables, "vmax": f"{100 * vmax:.1f}", "gradient": f"linear-gradient(to right, {stops})"}
+
+
+def _signed_points(difference: float) -> str:
+    """A difference of two fractions in percentage points, signed, one decimal (the cells stay narrow):
+    -0.0123 -> '-1.2'."""
+    if is_missing(difference):
+        return NOT_AVAILABLE
+    text = f"{100.0 * float(difference):+.1f}"
+    return "0.0" if text in ("+0.0", "-0.0") else text
 
 
 # --- hyperparameters ---------------------------------------------------------------------------
 
-def _show(value: Any) -> str:
+def _show(value: Any, key: str | None = None) -> str:
+    if key == "paper_deviations" and isinstance(value, list):  # "field: value (paper: value)" texts
+        return "; ".join(map(str, value)) if value else "none (the paper's recipe)"
     if isinstance(value, str):
         return value
     if isinstance(value, float) and value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
@@ -412,16 +576,30 @@ def _show(value: Any) -> str:
     return json.dumps(value)
 
 
+DOES_NOT_APPLY = "n/a"
+# Which recorded configs use each training field (robustgsl/config.py's ``applies`` metadata).
+CONFIG_APPLIES = {spec.name: spec.applies_to for spec in TRAIN_OPTIONS}
+
+
 def side_by_side(named: list[tuple[str, dict | None]], order: tuple[str, ...],
-                 help_texts: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Rows key -> one value per run, with a flag on keys whose values differ between runs."""
+                 help_texts: dict[str, str] | None = None, applies: dict | None = None) -> list[dict[str, Any]]:
+    """Rows key -> one value per run, with a flag on keys whose values differ between runs.
+
+    ``applies[key](record)`` says whether a key means something for a run: where it does not, the run
+    shows DOES_NOT_APPLY, and a key that applies to no run is left out.
+    """
+    applies = applies or {}
     present = [d for _, d in named if d]
     keys = [k for k in order if any(k in d for d in present)]
     keys += sorted({k for d in present for k in d} - set(keys))
     rows = []
     for key in keys:
-        values = [(_show(d[key]) if d and key in d else NOT_AVAILABLE) for _, d in named]
-        rows.append({"key": key, "values": values, "differs": len(set(values)) > 1,
+        used = [bool(d) and (key not in applies or applies[key](d)) for _, d in named]
+        if present and not any(used):
+            continue
+        values = [(_show(d[key], key) if d and key in d else NOT_AVAILABLE) if use or not d else DOES_NOT_APPLY
+                  for (_, d), use in zip(named, used)]
+        rows.append({"key": key, "values": values, "differs": len(set(values) - {DOES_NOT_APPLY}) > 1,
                      "help": (help_texts or {}).get(key)})
     return rows
 

@@ -7,8 +7,10 @@
     <run>/model.safetensors  final weights; its presence means the run finished
     <run>/cache/             evaluation's cached outputs and embeddings, keyed by the weights' and the images'
                              content and verified (robustgsl/cache.py)
+    <run>/snapshots/         with --embedding-snapshots: epoch_NNNN.npz (SNAPSHOT_ARRAYS) after each asked epoch
 
-and, in the runs root, LAST_PAIR: the absolute path of the folder of the last finished train-both pair.
+and, in the runs root, LAST_PAIR: the absolute path of the folder of the last finished train-both pair
+(with --seeds, the folder holding one pair per seed in seed<N>/, see ``seed_folder``).
 
 Reading metrics.jsonl: a line that is not a JSON object with an integer "epoch" (a line torn by an
 interrupted copy, a stray edit) is skipped and reported, and reading goes on; when an epoch appears
@@ -32,6 +34,37 @@ CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler")
 WEIGHTS_FILE = "model.safetensors"
 CACHE_DIR = "cache"
 LAST_PAIR_FILE = "LAST_PAIR"
+SNAPSHOT_DIR = "snapshots"
+SEED_FOLDER_PREFIX = "seed"
+
+
+def seed_folder(seed: int) -> str:
+    """The folder of one seed's pair inside a `train-both --seeds` folder: seed0, seed1, ..."""
+    return f"{SEED_FOLDER_PREFIX}{seed}"
+
+
+def snapshot_file(epoch: int) -> str:
+    """File name of the embedding snapshot taken after ``epoch`` (1-based), e.g. epoch_0010.npz."""
+    return f"epoch_{epoch:04d}.npz"
+
+
+def snapshot_epoch(name: str) -> int | None:
+    """The epoch of a snapshot file name, or None for any other name."""
+    stem, dot, suffix = name.partition(".")
+    if suffix != "npz" or not stem.startswith("epoch_") or not stem[6:].isdigit():
+        return None
+    return int(stem[6:])
+
+
+# snapshots/epoch_NNNN.npz: the model in eval mode after that epoch, on a fixed sample of training images
+# (the same sample in every run on the same training images; robustgsl/snapshots.py draws it).
+SNAPSHOT_ARRAYS = (
+    Field("embeddings", "float32 (n, d)", "embeddings (GSL: the outputs; CE: the bottleneck's output, else the "
+                                          "penultimate features) of the sampled training images, no augmentation"),
+    Field("labels", "int64 (n,)", "their classes"),
+    Field("indices", "int64 (n,)", "their positions in the training split as robustgsl.data.load_dataset reads it"),
+    Field("epoch", "int64 0-d", "the epoch after which they were computed (1-based)"),
+)
 
 # config.json: every TrainConfig field (its help is in robustgsl/config.py), then these.
 DERIVED_CONFIG_FIELDS = (
