@@ -4,7 +4,8 @@ The models are robustgsl's run folders and models robustgsl did not train (``rob
 ``--model MODULE:FACTORY``, or a module passed to ``robustgsl.benchmark``). ``evaluate`` reads as its steps:
 load (models, data, corruption files; runs that differ only in their seed become the seeds of one model,
 robustgsl/seeds.py) -> fit heads -> score -> summarise (per run against its paired baseline run, then over
-seeds) -> write; ``score`` is all but the last, for callers that keep the results in memory
+seeds) -> write (summarising: robustgsl/summary.py; where the corruption files come from:
+robustgsl/corruptions/source.py); ``score`` is all but the last, for callers that keep the results in memory
 (robustgsl/benchmarking.py). For every model the training images (no augmentation, eval mode) give the
 reference embeddings of the k-NN and SVC heads (cached in a run's folder, keyed by the weights' and the
 images' content and verified: robustgsl/cache.py; an external model has no folder and no cache). The clean
@@ -33,10 +34,8 @@ import torch
 
 from robustgsl import cache, runs, seeds
 from robustgsl.config import EvalConfig, parse_baseline, validate_eval_config
-from robustgsl.corruptions import CONSTANTS_SOURCE, SEVERITIES, by_family, parse_severities, resolve_corruptions
-from robustgsl.corruptions.dataset import (
-    array_sha256, default_out_dir, read_manifest, verify_corruption_dataset, write_corruption_dataset,
-)
+from robustgsl.corruptions import SEVERITIES, parse_severities, resolve_corruptions
+from robustgsl.corruptions.source import file_digests, open_corruption_file, prepare_corruptions
 from robustgsl.data import IMAGEFOLDER, dataset_info, load_dataset
 from robustgsl.device import infer, resolve_device
 from robustgsl.errors import InputError, WriteError
@@ -47,27 +46,21 @@ from robustgsl.io import (
     atomic_folder, check_replaceable_folder, remove_stale_temporaries, save_npz_atomic, sha256_file, write_csv_atomic,
     write_json_atomic,
 )
-from robustgsl.metrics import (
-    CLEAN, ERROR_COLUMNS, bootstrap_statistics, corruption_error_table, percentile_intervals,
-    relative_ce_reliability, relative_mce_reliability, resampled_error_rates, robustbench_summary_table,
-    robustbench_table, severity_curves, summary_table,
-)
-from robustgsl.schema import corruption as corruption_schema
+from robustgsl.metrics import CLEAN, ERROR_COLUMNS
 from robustgsl.schema.evaluation import (
-    ALL_FAMILIES, CORRUPTION_SUMMARY_COLUMNS, CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_FILE,
-    EXAMPLES_FILE, FILES, RECORD_FILE, REPORT_FILE, ROBUSTBENCH_FILE, ROBUSTBENCH_SUMMARY_FILE, SEED_METRICS,
-    SEED_SUMMARY_COLUMNS, SEED_SUMMARY_FILE, SEVERITY_COLUMNS, SEVERITY_FILE, SNAPSHOTS_DIR, SUMMARY_FILE, columns,
-    embedding_array, snapshot_folder, summary_columns,
+    CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_FILE, EXAMPLES_FILE, FILES, RECORD_FILE, REPORT_FILE,
+    ROBUSTBENCH_FILE, ROBUSTBENCH_SUMMARY_FILE, SEED_SUMMARY_FILE, SEVERITY_FILE, SNAPSHOTS_DIR, SUMMARY_FILE,
+    embedding_array, snapshot_folder,
 )
 from robustgsl.schema.run import CACHE_DIR
 from robustgsl.seeds import SeedRun
 from robustgsl.snapshots import copy_snapshots
+from robustgsl.summary import BOOTSTRAP_LEVEL, Tables, summarise
 
 Log = Callable[[str], None]
 # Test images kept for the report's 2-D embedding view, and the corruption shown there.
 EMBEDDING_SAMPLE = 2000
 EMBEDDING_CORRUPTION = "gaussian_noise"
-BOOTSTRAP_LEVEL = 0.95
 # Outputs and embeddings of the clean and corrupted test sets are cached per checkpoint when the
 # embedding is this small (GSL: d = classes); the 512-d CE features would take 1.5 GB per model.
 CACHE_MAX_DIM = 64
@@ -119,19 +112,6 @@ class ReferenceScores:
     wrong: np.ndarray | None = None  # bool (len(rows), n_test)
     rows: tuple[tuple[str, int], ...] | None = None
     test_digest: str | None = None  # of the test images ``wrong`` is about
-
-
-@dataclass
-class Tables:
-    """The CSV tables of an evaluation folder (robustgsl/schema/evaluation.py)."""
-
-    errors: pd.DataFrame
-    summary: pd.DataFrame
-    corruption_summary: pd.DataFrame
-    robustbench: pd.DataFrame
-    robustbench_summary: pd.DataFrame
-    seed_summary: pd.DataFrame
-    severity_curves: pd.DataFrame
 
 
 @dataclass
@@ -311,7 +291,7 @@ def _load(run_dirs, external, config: EvalConfig, reference: ReferenceScores | N
         test_images=test_images, test_labels=test_labels, n_full=n_full, source=source, corruptions=names,
         severities=severities, rows=rows,
         baseline=baseline, reference=reference,
-        file_digests=_file_digests(Path(source["path"]), names, source["manifest"]),
+        file_digests=file_digests(Path(source["path"]), names, source["manifest"]),
         train_digest=_array_digest(train_images), test_digest=_array_digest(test_images),
         sample=np.sort(np.random.RandomState(config.seed).permutation(n_test)[:EMBEDDING_SAMPLE]),
         embedding_corruption=EMBEDDING_CORRUPTION if EMBEDDING_CORRUPTION in names else names[0],
@@ -463,109 +443,6 @@ def _array_digest(images: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(images).data).hexdigest()[:16]
 
 
-def _open_corruption_file(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as error:
-        raise InputError(f"{path} is not a readable .npy file ({error}); regenerate or re-download it") from None
-
-
-def _file_digests(folder: Path, names: Sequence[str], manifest: dict | None) -> dict[str, str]:
-    """A short content digest per corruption file: from the manifest, else hashed once here."""
-    digests = {}
-    for name in names:
-        entry = (manifest or {}).get("files", {}).get(f"{name}.npy")
-        digests[name] = (entry["sha256"] if entry else sha256_file(folder / f"{name}.npy"))[:16]
-    return digests
-
-
-def _check_released_folder(folder: Path, names: Sequence[str], n_test: int, test_labels: np.ndarray,
-                           num_classes: int) -> list[str]:
-    """Problems of a corruption folder in the released layout (no manifest to trust)."""
-    problems = []
-    labels_path = folder / corruption_schema.LABELS_FILE
-    if not labels_path.is_file():
-        problems.append(f"{labels_path}: missing")
-    for name in names:
-        path = folder / f"{name}.npy"
-        if not path.is_file():
-            problems.append(f"{path}: missing")
-            continue
-        array = _open_corruption_file(path)
-        if array.dtype != np.uint8 or array.shape != (5 * n_test, 32, 32, 3):
-            problems.append(f"{path}: {array.dtype} {array.shape}, expected uint8 {(5 * n_test, 32, 32, 3)} "
-                            f"(5 severities x {n_test} test images)")
-    labels = _load_labels(labels_path, problems) if labels_path.is_file() else None
-    if labels is not None:
-        if labels.shape != (5 * n_test,):
-            problems.append(f"{labels_path}: shape {labels.shape}, expected ({5 * n_test},)")
-        elif labels.max() >= num_classes or not np.array_equal(labels.astype(np.int64), np.tile(test_labels, 5)):
-            problems.append(f"{labels_path}: labels disagree with the test set's labels (another data set, or "
-                            f"another order?)")
-    return problems
-
-
-def _load_labels(path: Path, problems: list[str]) -> np.ndarray | None:
-    """labels.npy of a released folder, or None with a problem added when it is not a .npy of integers."""
-    try:
-        labels = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        problems.append(f"{path}: not a readable .npy file of labels ({error})")
-        return None
-    if labels.dtype.kind not in "iu":
-        problems.append(f"{path}: dtype {labels.dtype}, expected integer labels")
-        return None
-    return labels
-
-
-def prepare_corruptions(dataset: str, test_images, test_labels, num_classes: int, corruption_dir, names,
-                        seed: int, workers, quiet: bool, log: Log, data_dir=None) -> dict:
-    """Find (or generate) the corruption data of these test images; return its description for evaluation.json.
-
-    ``data_dir`` names an image folder's default corruption folder (corruptions/<folder name>-C).
-    """
-    # A folder made from other test images (an image folder since changed) is refused, not reused.
-    images_sha256 = array_sha256(test_images)
-    if corruption_dir is not None:
-        folder = Path(corruption_dir)
-        if not folder.is_dir():
-            raise InputError(f"corruption folder {folder} does not exist")
-        manifest = read_manifest(folder)
-        if manifest is not None:
-            problems = verify_corruption_dataset(folder, names, SEVERITIES, dataset=dataset, n_images=len(test_labels),
-                                                 images_sha256=images_sha256)
-            if problems:
-                raise InputError(f"corruption folder {folder} cannot be used: " + "; ".join(problems))
-            kind = "generated"
-        else:
-            problems = _check_released_folder(folder, names, len(test_labels), test_labels, num_classes)
-            if problems:
-                raise InputError(f"corruption folder {folder} cannot be used: " + "; ".join(problems))
-            kind = "released"
-        log(f"corruption data: {folder} ({kind})")
-    else:
-        folder = default_out_dir(dataset, data_dir)
-        problems = verify_corruption_dataset(folder, names, SEVERITIES, seed=seed, dataset=dataset,
-                                             n_images=len(test_labels), images_sha256=images_sha256)
-        if problems:
-            log(f"corruption data in {folder} missing or incomplete ({len(problems)} problem(s), e.g. {problems[0]}); "
-                f"generating it with robustgsl's CIFAR-10-C generator (seed {seed})")
-            write_corruption_dataset(test_images, test_labels, folder, corruptions=names, severities=SEVERITIES,
-                                     seed=seed, workers=workers, dataset_name=dataset, quiet=quiet, log=log)
-        else:
-            log(f"corruption data: {folder} (verified against its manifest)")
-        manifest = read_manifest(folder)
-        kind = "generated"
-    return {
-        "kind": kind, "path": str(folder.resolve()), "manifest": manifest,
-        "seed": manifest.get("seed") if manifest else None,
-        "constants": manifest.get("constants_source", CONSTANTS_SOURCE) if manifest else
-        "released files (Hendrycks & Dietterich, 2019)",
-    }
-
-
-
-
 # --- fit heads, score -----------------------------------------------------------------------------
 
 def _cache_dir(item: EvaluatedModel, device: torch.device) -> Path | None:
@@ -663,7 +540,7 @@ def _score(item: EvaluatedModel, inputs: _Inputs, config: EvalConfig, embeddings
         embeddings[embedding_array(item.name, "clean")] = embedded[inputs.sample]
     log(f"[{item.name}] clean: " + _error_line(per_head, [0]))
     for name in inputs.corruptions:
-        data = _open_corruption_file(inputs.folder / f"{name}.npy")
+        data = open_corruption_file(inputs.folder / f"{name}.npy")
         row_index = [inputs.rows.index((name, s)) for s in inputs.severities]
         for severity, row in zip(inputs.severities, row_index):
             start = (severity - 1) * inputs.n_full
@@ -753,137 +630,6 @@ def _reference_rows(reference: ReferenceScores, inputs: _Inputs) -> tuple[np.nda
     return None, pd.DataFrame.from_records(
         [{"model": reference.name, "head": reference.head, "corruption": c, "severity": s, "error": known[(c, s)]}
          for c, s in inputs.rows], columns=list(ERROR_COLUMNS))
-
-
-# --- summarise ------------------------------------------------------------------------------------
-
-def error_table(wrong: dict[tuple[str, str], np.ndarray], rows: Sequence[tuple[str, int]]) -> pd.DataFrame:
-    """The error rate of every (run, head) under every (corruption, severity) row; ``model`` holds the run."""
-    return pd.DataFrame.from_records(
-        [{"model": m, "head": h, "corruption": c, "severity": s, "error": float(array[r].mean())}
-         for (m, h), array in wrong.items() for r, (c, s) in enumerate(rows)],
-        columns=list(ERROR_COLUMNS))
-
-
-def summarise(wrong: dict[tuple[str, str], np.ndarray], rows: Sequence[tuple[str, int]],
-              baseline: tuple[str, str] | None, corruptions: Sequence[str], n_bootstrap: int, seed: int,
-              seed_runs: Sequence[SeedRun] | None = None, extra_errors: pd.DataFrame | None = None) -> Tables:
-    """The tables of an evaluation from per-image correctness: ``wrong[(run, head)]`` is a boolean
-    (len(rows), n_test) array, ``rows[r]`` its (corruption, severity), (CLEAN, 0) included.
-
-    ``seed_runs`` says which model and seed each run is (default: every run a model of its own, seed
-    unknown); ``baseline`` is a (model, head). Each run is scored against its paired baseline run, then
-    each model's seeds are averaged (robustgsl/seeds.py); every run sees the same bootstrap resamples.
-    ``extra_errors``: error rates (errors.csv's columns) of a baseline known only by them; it joins the
-    tables, and the bootstrap intervals, which need per-image results of the baseline, are left empty.
-    """
-    n_test = next(iter(wrong.values())).shape[1]
-    per_run_errors = error_table(wrong, rows)
-    if extra_errors is not None:
-        per_run_errors = pd.concat([per_run_errors, extra_errors[list(ERROR_COLUMNS)]], ignore_index=True)
-    seed_runs = list(seed_runs) if seed_runs is not None else \
-        [SeedRun(run, run, None) for run in dict.fromkeys(per_run_errors["model"])]
-    rates = resampled_error_rates(wrong, n_bootstrap, seed)
-    per_seed, per_corruption, statistics = _per_run_tables(per_run_errors, rates, rows, baseline, corruptions,
-                                                           seed_runs, n_test)
-    corruption_summary = _corruption_summary(per_corruption, seed_runs)
-    scored_here = {run for run, _ in wrong}
-    summary = _summary(per_seed, corruption_summary, statistics, seed_runs, baseline, n_test, scored_here)
-    errors = seeds.label(per_run_errors, seed_runs).drop(columns="run")
-    mean_errors = errors.groupby(["model", "head", "corruption", "severity"], sort=False)["error"].mean().reset_index()
-    return Tables(
-        errors=errors, summary=summary, corruption_summary=corruption_summary,
-        robustbench=robustbench_table(mean_errors), robustbench_summary=robustbench_summary_table(mean_errors),
-        seed_summary=per_seed.reindex(columns=list(columns(SEED_SUMMARY_COLUMNS, baseline is not None))),
-        severity_curves=_severity_curves(wrong, rates, rows, corruptions, seed_runs))
-
-
-def _per_run_tables(errors: pd.DataFrame, rates: dict, rows, baseline, corruptions, seed_runs: list[SeedRun],
-                    n_test: int) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Per run: its summary row (against its paired baseline run), its per-corruption ratios with their
-    reliability, and its resampled statistics (none for a baseline known only by its error rates)."""
-    if baseline is None:
-        per_corruption = corruption_error_table(errors, None, corruptions).merge(
-            relative_ce_reliability(errors, None, n_test, corruptions), on=["model", "head", "corruption"])
-        corrupted = errors[errors["corruption"] != CLEAN].groupby(["model", "head"], sort=False)["error"].mean()
-        clean = errors[errors["corruption"] == CLEAN].set_index(["model", "head"])["error"]
-        per_seed = pd.DataFrame({"clean_error": clean, "mean_corruption_error": corrupted}).reset_index()
-        return seeds.label(per_seed, seed_runs), seeds.label(per_corruption, seed_runs), {}
-    by_run = {r.run: r for r in seed_runs}
-    pairs = seeds.paired_baselines(seed_runs, baseline[0])
-    summaries, ratios, statistics = [], [], {}
-    for base_run in dict.fromkeys(pairs.values()):
-        members = [run for run, paired in pairs.items() if paired == base_run]
-        subset = errors[errors["model"].isin(members)]
-        key = (base_run, baseline[1])
-        part = bootstrap_statistics({k: v for k, v in rates.items() if k[0] in members}, rows, key, corruptions) \
-            if key in rates else {}
-        statistics.update(part)
-        summary = summary_table(subset, key, corruptions).merge(_intervals(part), on=["model", "head"], how="left")
-        per_corruption = corruption_error_table(subset, key, corruptions).merge(
-            relative_ce_reliability(subset, key, n_test, corruptions), on=["model", "head", "corruption"])
-        base_clean = float(summary.loc[(summary["model"] == base_run) & (summary["head"] == baseline[1]),
-                                       "clean_error"].iloc[0])
-        summary = summary.assign(clean_error_diff=summary["clean_error"] - base_clean,
-                                 baseline_seed=by_run[base_run].seed)
-        summaries.append(summary.merge(relative_mce_reliability(summary, per_corruption, key), on=["model", "head"]))
-        ratios.append(per_corruption)
-    order = {r.run: index for index, r in enumerate(seed_runs)}
-    per_seed = pd.concat(summaries).sort_values("model", key=lambda names: names.map(order), kind="stable")
-    per_corruption = pd.concat(ratios).sort_values("model", key=lambda names: names.map(order), kind="stable")
-    return seeds.label(per_seed, seed_runs), seeds.label(per_corruption, seed_runs), statistics
-
-
-def _corruption_summary(per_corruption: pd.DataFrame, seed_runs: list[SeedRun]) -> pd.DataFrame:
-    """corruption_summary.csv: ratios averaged over seeds; unreliable where any seed's is (reasons by seed)."""
-    several = {model for model, members in seeds.models(seed_runs).items() if len(members) > 1}
-    records = []
-    for (model, head, corruption), group in per_corruption.groupby(["model", "head", "corruption"], sort=False):
-        reasons = [(f"seed {seed}: {why}" if model in several else why)
-                   for seed, why in zip(group["seed"], group["relative_ce_reliability"]) if why]
-        records.append({"model": model, "head": head, "corruption": corruption,
-                        **{column: float(np.nanmean(group[column])) if group[column].notna().any() else np.nan
-                           for column in ("ce", "relative_ce", "mean_error")},
-                        "relative_ce_reliable": not reasons, "relative_ce_reliability": "; ".join(reasons)})
-    return pd.DataFrame.from_records(records, columns=[f.name for f in CORRUPTION_SUMMARY_COLUMNS])
-
-
-def _summary(per_seed: pd.DataFrame, corruption_summary: pd.DataFrame, statistics: dict,
-             seed_runs: list[SeedRun], baseline: tuple[str, str] | None, n_test: int,
-             scored_here: set[str]) -> pd.DataFrame:
-    """summary.csv: per model/head, the mean over seeds, its spread, the bootstrap interval of the mean;
-    ``n_test`` empty for a baseline scored elsewhere (not in ``scored_here``)."""
-    present = [column for column in SEED_METRICS if column in per_seed]
-    summary = seeds.spread(per_seed, present)
-    summary.insert(2, "baseline", "/".join(baseline) if baseline else None)
-    if baseline is None:
-        for column in ("mce", "relative_mce"):
-            summary[column] = np.nan
-    else:
-        summary = summary.merge(_intervals(seeds.mean_over_seeds(statistics, seed_runs)), on=["model", "head"],
-                                how="left")
-        counts = per_seed.groupby(["model", "head"], sort=False)[["mce_corruptions", "relative_mce_corruptions"]].min()
-        summary = summary.merge(counts.reset_index(), on=["model", "head"], how="left")
-        summary = summary.merge(relative_mce_reliability(summary, corruption_summary, baseline), on=["model", "head"])
-    scored = [any(r.model == model and r.run in scored_here for r in seed_runs) for model in summary["model"]]
-    summary["n_test"] = pd.array([n_test if here else pd.NA for here in scored], dtype="Int64")
-    return summary.reindex(columns=list(summary_columns(baseline is not None)))
-
-
-def _intervals(statistics: dict) -> pd.DataFrame:
-    """percentile_intervals, or an empty table to merge with when nothing was resampled."""
-    return percentile_intervals(statistics, BOOTSTRAP_LEVEL) if statistics else pd.DataFrame(columns=["model", "head"])
-
-
-def _severity_curves(wrong: dict, rates: dict, rows, corruptions, seed_runs: list[SeedRun]) -> pd.DataFrame:
-    """severity_curves.csv: error against severity over every corruption and per family, seeds averaged."""
-    point = seeds.mean_over_seeds({key: {"error": array.mean(axis=1)} for key, array in wrong.items()}, seed_runs)
-    resampled = seeds.mean_over_seeds({key: {"error": array} for key, array in rates.items()}, seed_runs)
-    families = [(ALL_FAMILIES, list(corruptions))] + by_family(list(corruptions))
-    curves = severity_curves({key: value["error"] for key, value in point.items()},
-                             {key: value["error"] for key, value in resampled.items()}, rows, families,
-                             BOOTSTRAP_LEVEL)
-    return curves[[f.name for f in SEVERITY_COLUMNS]]
 
 
 # --- write ----------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ import torch
 from robustgsl import runs
 from robustgsl.config import make_config
 from robustgsl.corruptions import CONSTANTS_SOURCE
-from robustgsl.evaluate import BOOTSTRAP_LEVEL, summarise, write_tables
+from robustgsl.evaluate import write_tables
+from robustgsl.summary import BOOTSTRAP_LEVEL, summarise
 from robustgsl.io import save_npz_atomic, write_json_atomic
 from robustgsl.metrics import CLEAN
 from robustgsl.schema.evaluation import (

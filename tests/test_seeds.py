@@ -7,7 +7,7 @@ import pytest
 from robustgsl import runs
 from robustgsl.config import make_config
 from robustgsl.errors import InputError
-from robustgsl.evaluate import error_table, summarise
+from robustgsl.summary import error_table, summarise
 from robustgsl.metrics import CLEAN, bootstrap_intervals, summary_table
 from robustgsl.seeds import SeedRun, group_runs, paired_baselines
 

@@ -31,7 +31,7 @@ mean over seeds, from the same resampled test images for every run.
 
 from __future__ import annotations
 
-from robustgsl.schema import Field, names
+from robustgsl.schema import Field
 
 CLEAN = "clean"
 
