@@ -91,8 +91,14 @@ def kill_after(args, cwd: Path, delay: float) -> list[int]:
 
 
 def digests(folder: Path, names) -> dict[str, str]:
-    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
-            for name in names if (folder / name).exists()}
+    """SHA-256 per file name; a folder's (snapshots/) covers every file under it, with its relative path."""
+    def digest(path: Path) -> str:
+        if path.is_dir():
+            parts = [f"{p.relative_to(path)}:{digest(p)}" for p in sorted(path.rglob("*")) if p.is_file()]
+            return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    return {name: digest(folder / name) for name in names if (folder / name).exists()}
 
 
 def temporaries(folder: Path) -> list[str]:
