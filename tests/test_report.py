@@ -736,3 +736,5 @@ def test_how_each_recipe_differs_from_the_papers_is_a_row_of_the_hyperparameters
     assert ce["paper_deviations"] and gsl["paper_deviations"]  # the fixture's runs use the demo recipe
     assert rows["paper_deviations"] == ["; ".join(ce["paper_deviations"]), "; ".join(gsl["paper_deviations"])]
     assert "lr: 0.05 (paper: 0.1)" in rows["paper_deviations"][1]
+    # An unset option shows what it means (TrainConfig's default text), not null.
+    assert rows["compile"] == ["on for CUDA, off on the CPU"] * 2 and rows["bottleneck"][0] == "none"

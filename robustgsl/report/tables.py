@@ -569,6 +569,8 @@ def _signed_points(difference: float) -> str:
 def _show(value: Any, key: str | None = None) -> str:
     if key == "paper_deviations" and isinstance(value, list):  # "field: value (paper: value)" texts
         return "; ".join(map(str, value)) if value else "none (the paper's recipe)"
+    if value is None and key in _NONE_TEXT:  # what an unset option means (k: max, compile: by device)
+        return _NONE_TEXT[key]
     if isinstance(value, str):
         return value
     if isinstance(value, float) and value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
@@ -577,6 +579,7 @@ def _show(value: Any, key: str | None = None) -> str:
 
 
 DOES_NOT_APPLY = "n/a"
+_NONE_TEXT = {spec.name: spec.default_text for spec in TRAIN_OPTIONS if spec.default_text and spec.default is None}
 # Which recorded configs use each training field (robustgsl/config.py's ``applies`` metadata).
 CONFIG_APPLIES = {spec.name: spec.applies_to for spec in TRAIN_OPTIONS}
 
