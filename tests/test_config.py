@@ -199,3 +199,39 @@ def test_snapshot_epochs_parse_and_none_switches_a_presets_off():
         .embedding_snapshots is None
     with pytest.raises(InputError, match="snapshot epochs must be >= 1"):
         make_config("ce", "demo", embedding_snapshots=[0, 3])
+
+
+@pytest.mark.parametrize("preset,epochs,expected", [
+    ("paper", 30, [15, 23]), ("paper", 20, [10, 15]), ("paper", 8, [4, 6]), ("paper", 400, [200, 300]),
+    ("recommended", 15, [8, 11]), ("demo", 10, [7, 9]), ("paper", 1, [1]),
+])
+def test_milestones_follow_the_epochs_at_the_presets_fractions(preset, epochs, expected):
+    # The paper's 100, 150 of 200 epochs are 50 % and 75 %; the demo's 22, 27 of 30 epochs keep theirs.
+    preset_config = make_config("ce", preset)
+    config = make_config("ce", preset, epochs=epochs)
+    assert config.milestones == expected
+    assert all(abs(m / epochs - p / preset_config.epochs) <= 0.5 / epochs + 1e-12
+               for m, p in zip(config.milestones, preset_config.milestones))
+    assert make_config("ce", preset, epochs=epochs, milestones=[1]).milestones == [1]  # given: kept
+
+
+def test_scaled_milestones_are_recorded_in_paper_deviations():
+    deviations = paper_deviations(make_config("gsl", epochs=30))
+    assert "milestones: [15, 23] (paper: [100, 150] of 200 epochs; the same fractions of 30)" in deviations
+    assert "epochs: 30 (paper: 200)" in deviations
+    assert "milestones: [5] (paper: [100, 150])" in paper_deviations(make_config("ce", epochs=30, milestones=[5]))
+
+
+def test_milestones_beyond_the_epochs_are_an_error():
+    with pytest.raises(InputError, match=r"milestones must be epochs in 1..30 \(--epochs\), got \[100, 150\]"):
+        make_config("ce", epochs=30, milestones=[100, 150])
+    result = CliRunner().invoke(main, ["train", "--loss", "ce", "--epochs", "30", "--milestones", "10,31"])
+    assert result.exit_code == 2 and "got [10, 31]" in result.output
+
+
+def test_the_demo_preset_trains_gsl_with_the_recommended_changes():
+    demo_gsl, demo_ce = make_config("gsl", "demo"), make_config("ce", "demo")
+    assert {name: getattr(demo_gsl, name) for name in GSL_RECIPE_CHANGES} == GSL_RECIPE_CHANGES
+    assert demo_ce.warmup_epochs == 0.0  # CE as before: the changes are GSL's
+    assert {name: getattr(demo_gsl, name) for name in GSL_RECIPE_CHANGES} == \
+        {name: getattr(make_config("gsl"), name) for name in GSL_RECIPE_CHANGES}

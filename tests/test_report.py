@@ -738,3 +738,19 @@ def test_how_each_recipe_differs_from_the_papers_is_a_row_of_the_hyperparameters
     assert "lr: 0.05 (paper: 0.1)" in rows["paper_deviations"][1]
     # An unset option shows what it means (TrainConfig's default text), not null.
     assert rows["compile"] == ["on for CUDA, off on the CPU"] * 2 and rows["bottleneck"][0] == "none"
+
+
+def test_the_first_screen_says_the_training_scale_and_what_the_papers_claim_needs(tmp_path, demo):
+    _, root = demo
+    header = " ".join(one(root.find_all("header")).text().split())
+    # The fixture's runs: CIFAR-10, the full width, 12 epochs, one seed, trained on the CPU.
+    assert ("Reduced scale: CIFAR-10 · width 1 · 12 epochs · 1 seed per model · trained on CPU. The paper's claim "
+            "(GSL more robust than CE: MCE 95.28, relative MCE 90.33) needs its full training (CIFAR-10, width 1, "
+            "200 epochs)") in header
+    eval_dir = make_evaluation(tmp_path, embeddings=False, examples=False)
+    for config_path in (tmp_path / "runs" / "demo").glob("*/config.json"):
+        config = json.loads(config_path.read_text())
+        config_path.write_text(json.dumps(config | {"epochs": 200}))
+    header = " ".join(one(parse(write_report(eval_dir)).find_all("header")).text().split())
+    assert "Scale: CIFAR-10 · width 1 · 200 epochs · 1 seed per model · trained on CPU: the paper's training scale." \
+        in header and "Reduced scale" not in header

@@ -511,6 +511,7 @@ def render_report(evaluation: Evaluation, page_dir: Path, title: str | None = No
     context: dict[str, Any] = {
         "title": title or f"Robustness report: {folder_name or evaluation.eval_dir.name or dataset}",
         "subtitle": _summary_line(evaluation),
+        "scale_line": tables.scale_line(evaluation),
         "version": __version__,
         "header": _header(evaluation, colours),
         "colours": colours,

@@ -371,6 +371,41 @@ def dataset_line(evaluation: Evaluation) -> str | None:
             f"{table1}.")
 
 
+def scale_line(evaluation: Evaluation) -> str | None:
+    """One line for the first screen: the training scale of the evaluated runs, and, below the paper's
+    (robustgsl.published.TRAINING_SCALE), that its robustness claim needs full training. None without runs."""
+    configs = [run.config for run in evaluation.runs if run.kind == "run" and run.config]
+    if not configs:
+        return None
+    devices = sorted({str((run.environment or {}).get("device", "?")).split(":")[0] for run in evaluation.runs
+                      if run.kind == "run"})
+    widths = sorted({float(config.get("width", 1.0)) for config in configs})
+    epochs = sorted({int(config.get("epochs", 0)) for config in configs})
+    counts = seed_counts(evaluation)
+    parts = [dataset_name(evaluation.meta.get("dataset")),
+             "width " + " or ".join(_fraction(width) for width in widths),
+             " or ".join(map(str, epochs)) + " epochs",
+             " or ".join(map(str, counts)) + (" seed" if counts == [1] else " seeds") + " per model",
+             "trained on " + " and ".join({"cpu": "CPU", "cuda": "GPU"}.get(device, device) for device in devices)]
+    scale = published.TRAINING_SCALE
+    full = widths == [scale["width"]] and epochs == [scale["epochs"]] \
+        and evaluation.meta.get("dataset") == published.TABLE_2_DATASET
+    if full:
+        return "Scale: " + " · ".join(parts) + ": the paper's training scale."
+    claim = next(row for row in published.TABLE_2 if row.loss == "gsl")
+    return ("Reduced scale: " + " · ".join(parts) + f". The paper's claim (GSL more robust than CE: MCE "
+            f"{claim.mce:g}, relative MCE {claim.relative_mce:g}) needs its full training "
+            f"({dataset_name(published.TABLE_2_DATASET)}, width {_fraction(scale['width'])}, {scale['epochs']} "
+            "epochs); these figures neither confirm nor refute it.")
+
+
+def _fraction(width: float) -> str:
+    """0.125 -> '1/8', 1.0 -> '1', 0.3 -> '0.3'."""
+    if width >= 1 or not (1 / width).is_integer():
+        return f"{width:g}"
+    return f"1/{int(1 / width)}"
+
+
 # --- per corruption ----------------------------------------------------------------------------
 
 def corruption_table(evaluation: Evaluation, keys: list[str]) -> dict[str, Any]:
