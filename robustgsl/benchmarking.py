@@ -111,8 +111,7 @@ def benchmark(model: nn.Module | str | os.PathLike, dataset: str = "cifar10", co
     config = EvalConfig(
         out_dir=None if out_dir is None else str(out_dir),
         corruption_dir=None if corruption_dir is None else str(corruption_dir),
-        corruptions=",".join(resolve_corruptions(corruptions)),
-        severities=",".join(str(s) for s in parse_severities(severities)),
+        corruptions=resolve_corruptions(corruptions), severities=parse_severities(severities),
         heads=_heads(heads), n_bootstrap=n_bootstrap, seed=seed,
         data_dir=None if data_dir is None else str(data_dir), device=None if device is None else str(device),
         dataset=dataset, n_examples=n_examples, batch_size=batch_size, workers=workers, report=report, quiet=quiet)
@@ -198,15 +197,16 @@ def _result(scores: Scores, out_dir: Path | None) -> BenchmarkResult:
     accuracy = tables.robustbench_summary.set_index(["model", "head"]).loc[(item.name, head)]
     baseline = "/".join(inputs.baseline) if inputs.baseline else None
     return BenchmarkResult(
-        model=item.name, head=head, heads=tuple(item.heads), dataset=inputs.dataset,
-        n_examples=len(inputs.test_labels), corruptions=tuple(inputs.corruptions), severities=tuple(inputs.severities),
+        model=item.name, head=head, heads=tuple(item.heads), dataset=inputs.data.data_set.name,
+        n_examples=len(inputs.data.test), corruptions=inputs.corrupted.corruptions,
+        severities=inputs.corrupted.severities,
         clean_accuracy=float(accuracy["clean_accuracy"]), robust_accuracy=float(accuracy["robust_accuracy"]),
         errors=errors, summary=summary,
         mce=float(summary.loc[head, "mce"]) if baseline else None,
         relative_mce=float(summary.loc[head, "relative_mce"]) if baseline else None,
         baseline=baseline, out_dir=out_dir,
         per_image=PerImageResults(rows=tuple(inputs.rows), wrong={h: scores.wrong[(item.name, h)] for h in item.heads},
-                                  test_digest=inputs.test_digest, entry=item.entry),
+                                  test_digest=inputs.data.test.digest, entry=item.entry),
     )
 
 

@@ -109,6 +109,8 @@ def _default_text(spec) -> str | None:
     """The bracketed default of an option whose click default is the field's own (none for a plain flag)."""
     from robustgsl.options import format_value
 
+    if spec.shown_default is not None:
+        return spec.shown_default
     return None if spec.is_flag and not spec.default else format_value(spec.default, spec.default_text)
 
 

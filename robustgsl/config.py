@@ -24,12 +24,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from robustgsl.corruptions import parse_severities, resolve_corruptions
+from robustgsl.corruptions import CORRUPTIONS, SEVERITIES, parse_severities, resolve_corruptions
 from robustgsl.data import BUILTIN_DATASETS, DATASETS, dataset_info
 from robustgsl.errors import InputError
 from robustgsl.heads import DEFAULT_SVC_TRAIN_SIZE, validate_head_name
 from robustgsl.models import NORMALIZATIONS
-from robustgsl.options import OptionSpec, ParseError, option_specs, parse_int, parse_int_list, parse_text, setting
+from robustgsl.options import (
+    OptionSpec, ParseError, option_specs, parse_int, parse_int_list, parse_name_list, parse_text, setting,
+)
 from robustgsl.published import TABLE_2_DATASET, TABLE_2_GSL
 
 LOSSES = ("ce", "gsl")
@@ -304,6 +306,22 @@ def validate_config(config: TrainConfig) -> None:
 
 # --- evaluation ---------------------------------------------------------------------------------
 
+def parse_baseline(text: str) -> tuple[str, str]:
+    """"MODEL/HEAD" -> (model, head)."""
+    parts = text.split("/")
+    if len(parts) != 2 or not all(parts):
+        raise InputError(f"baseline must be MODEL/HEAD, e.g. ce/argmax, got {text!r}")
+    return parts[0], parts[1]
+
+
+def parse_heads(text: str) -> tuple[str, ...]:
+    """"argmax,1nn" -> ("argmax", "1nn"), each a known head."""
+    heads = parse_name_list(text)
+    for head in heads:
+        validate_head_name(head)
+    return heads
+
+
 def parse_train_size(text: str) -> int | None:
     """SVC training-set size: an integer, 0 meaning all (None)."""
     return parse_int(text) or None
@@ -316,12 +334,15 @@ class EvalConfig:
     corruption_dir: str | None = setting(
         None, "Corruption data: a folder made by `robustgsl corrupt` or a released CIFAR-10-C / CIFAR-100-C "
               "folder.", folder=True, default_text="corruptions/<DATASET>-C, generated when missing or incomplete")
-    corruptions: str = setting("all", "all (the 15), extra (the 4 extra ones), a family (noise, blur, weather, "
-                                      "digital) or a comma-separated list.")
-    severities: str = setting("1,2,3,4,5", "Severities, comma-separated.")
+    corruptions: tuple[str, ...] = setting(
+        CORRUPTIONS, "all (the 15), extra (the 4 extra ones), a family (noise, blur, weather, digital) or a "
+                     "comma-separated list.", parse=resolve_corruptions, metavar="TEXT", shown_default="all")
+    severities: tuple[int, ...] = setting(SEVERITIES, "Severities, comma-separated.", parse=parse_severities,
+                                          metavar="TEXT")
     heads: tuple[str, ...] | None = setting(None, "Comma-separated heads among argmax, 1nn, 10nn, svc.",
-                                            default_text="all that apply; argmax for CE only")
-    baseline: str | None = setting(None, "MODEL/HEAD that scores 100 in MCE.", default_text="ce/argmax")
+                                            parse=parse_heads, default_text="all that apply; argmax for CE only")
+    baseline: tuple[str, str] | None = setting(None, "MODEL/HEAD that scores 100 in MCE.", parse=parse_baseline,
+                                               metavar="TEXT", default_text="ce/argmax")
     svc_train_size: int | None = setting(
         DEFAULT_SVC_TRAIN_SIZE, "Stratified, seeded subset of training embeddings the SVC is fitted on (0: all).",
         parse=parse_train_size, default_text="all")
@@ -350,22 +371,15 @@ class EvalConfig:
 EVAL_OPTIONS: tuple[OptionSpec, ...] = option_specs(EvalConfig)
 
 
-def parse_baseline(spec: str | None) -> tuple[str, str] | None:
-    """"MODEL/HEAD" -> (model, head)."""
-    if spec is None:
-        return None
-    parts = spec.split("/")
-    if len(parts) != 2 or not all(parts):
-        raise InputError(f"baseline must be MODEL/HEAD, e.g. ce/argmax, got {spec!r}")
-    return parts[0], parts[1]
-
-
 def validate_eval_config(config: EvalConfig) -> None:
     """Raise InputError naming the first bad value; changes nothing. (Checks that need the runs or the data,
     such as whether the baseline was evaluated, happen when they are loaded.)"""
-    resolve_corruptions(config.corruptions)
-    parse_severities(config.severities)
-    parse_baseline(config.baseline)
+    _check(not isinstance(config.corruptions, str) and resolve_corruptions(config.corruptions) == config.corruptions,
+           f"corruptions must be a tuple of distinct corruption names (resolve_corruptions), got {config.corruptions!r}")
+    _check(not isinstance(config.severities, str) and parse_severities(config.severities) == config.severities,
+           f"severities must be an ascending tuple of distinct integers in 1..5, got {config.severities!r}")
+    _check(config.baseline is None or (isinstance(config.baseline, tuple) and len(config.baseline) == 2),
+           f"baseline must be MODEL/HEAD as a pair (model, head), got {config.baseline!r}")
     for head in config.heads or ():
         validate_head_name(head)
     _check(config.seed >= 0 and config.corruption_seed >= 0,

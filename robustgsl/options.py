@@ -36,6 +36,7 @@ class OptionSpec:
     choices: tuple[str, ...] | None = None
     metavar: str | None = None  # how the help shows a value (None: from the type and choices)
     default_text: str | None = None  # how the help shows a default of None ("max", "number of classes")
+    shown_default: str | None = None  # how the help shows a default better read as the text it parses from ("all")
     folder: bool = False  # the value is a folder path
     cli: bool = True  # offered on the command line
     multiple: bool = False  # given once per item (e.g. once per --model); the value is a tuple
@@ -52,12 +53,14 @@ class OptionSpec:
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
             parse: Callable[[str], Any] | None = None, flag: str | None = None, metavar: str | None = None,
-            default_text: str | None = None, folder: bool = False, cli: bool = True, multiple: bool = False,
+            default_text: str | None = None, shown_default: str | None = None, folder: bool = False,
+            cli: bool = True, multiple: bool = False,
             applies: Callable[[Mapping[str, Any]], bool] | None = None):
     """A dataclass field with its option metadata (a list default is copied per instance; a default of
     ``dataclasses.MISSING`` makes the field required)."""
     metadata = {_METADATA_KEY: dict(help=help, choices=choices, parse=parse, flag=flag, metavar=metavar,
-                                    default_text=default_text, folder=folder, cli=cli, multiple=multiple,
+                                    default_text=default_text, shown_default=shown_default, folder=folder, cli=cli,
+                                    multiple=multiple,
                                     applies=applies)}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)

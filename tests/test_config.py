@@ -14,6 +14,7 @@ from robustgsl.config import (
     EVAL_OPTIONS, GSL_RECIPE_CHANGES, TRAIN_OPTIONS, EvalConfig, TrainConfig, make_config, paper_deviations,
     parse_option_value, resolve_config, validate_config, validate_eval_config,
 )
+from robustgsl.corruptions import CORRUPTIONS
 from robustgsl.errors import InputError
 from robustgsl.options import format_value
 
@@ -79,11 +80,11 @@ def test_every_evaluation_flag_reaches_the_config(captured):
     (run_dirs, config, log), (default_dirs, default, default_log) = captured
     assert run_dirs == ["a", "b"] and log is None
     assert config == EvalConfig(
-        out_dir="o", corruption_dir="c", corruptions="contrast", severities="1,2", heads=("argmax", "1nn"),
-        baseline="ce/1nn", svc_train_size=None, n_bootstrap=50, seed=2, corruption_seed=3, data_dir="d",
+        out_dir="o", corruption_dir="c", corruptions=("contrast",), severities=(1, 2), heads=("argmax", "1nn"),
+        baseline=("ce", "1nn"), svc_train_size=None, n_bootstrap=50, seed=2, corruption_seed=3, data_dir="d",
         download=False, device="cpu", workers=2, grid_image_index=4, report=False, quiet=True)
     assert default_dirs is None and default == EvalConfig() and default_log is not None
-    assert default.svc_train_size == 10_000 and default.n_bootstrap == 1000 and default.corruptions == "all"
+    assert default.svc_train_size == 10_000 and default.n_bootstrap == 1000 and default.corruptions == CORRUPTIONS
 
 
 def test_help_lists_every_option_with_its_default():
@@ -131,7 +132,7 @@ def test_validation_changes_nothing_and_make_config_resolves():
     assert config == before and config.embedding_dim is None
     assert resolve_config(config).embedding_dim == 10 and config.embedding_dim is None
     assert make_config("gsl", "demo").embedding_dim == 10 and make_config("ce", "demo").embedding_dim is None
-    evaluation = EvalConfig(heads=["argmax"], corruptions="contrast,fog")
+    evaluation = EvalConfig(heads=("argmax",), corruptions=("contrast", "fog"))
     before = copy.deepcopy(evaluation)
     validate_eval_config(evaluation)
     assert evaluation == before
@@ -153,8 +154,9 @@ def test_the_recommended_preset_is_the_paper_for_ce_and_the_paper_plus_the_gsl_c
 
 
 @pytest.mark.parametrize("values,needle", [
-    (dict(corruptions="rain"), "rain"), (dict(severities="6"), "6"), (dict(heads=("3nn",)), "3nn"),
-    (dict(baseline="ce"), "MODEL/HEAD"), (dict(n_bootstrap=0), "bootstrap"), (dict(svc_train_size=1), "SVC"),
+    (dict(corruptions=("rain",)), "rain"), (dict(severities=(6,)), "6"), (dict(heads=("3nn",)), "3nn"),
+    (dict(baseline=("ce",)), "MODEL/HEAD"), (dict(corruptions="all"), "tuple of distinct corruption names"),
+    (dict(severities="1,2"), "ascending tuple"), (dict(severities=(2, 1)), "ascending tuple"), (dict(n_bootstrap=0), "bootstrap"), (dict(svc_train_size=1), "SVC"),
     (dict(seed=-1), "seeds"), (dict(grid_image_index=-1), "grid image"),
 ])
 def test_bad_evaluation_configs_are_refused(values, needle):
@@ -235,3 +237,19 @@ def test_the_demo_preset_trains_gsl_with_the_recommended_changes():
     assert demo_ce.warmup_epochs == 0.0  # CE as before: the changes are GSL's
     assert {name: getattr(demo_gsl, name) for name in GSL_RECIPE_CHANGES} == \
         {name: getattr(make_config("gsl"), name) for name in GSL_RECIPE_CHANGES}
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--corruptions", "rain", "rain"), ("--corruptions", "", "no corruption given"), ("--severities", "6", "got 6"),
+    ("--baseline", "ce", "baseline must be MODEL/HEAD"), ("--heads", "argmax,3nn", "3nn"),
+])
+def test_evaluation_options_are_parsed_once_into_their_types_and_bad_text_exits_2(flag, value, message):
+    result = CliRunner().invoke(main, ["evaluate", flag, value])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_evaluation_text_options_become_typed_values(captured):
+    invoke("evaluate", "--corruptions", "noise,fog", "--severities", "5,1", "--baseline", "gsl/10nn")
+    (_, config, _), = captured
+    assert config.corruptions == ("gaussian_noise", "shot_noise", "impulse_noise", "fog")
+    assert config.severities == (1, 5) and config.baseline == ("gsl", "10nn")

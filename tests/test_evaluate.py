@@ -28,7 +28,7 @@ CORRUPTIONS = ["gaussian_noise", "contrast"]
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    configs = {loss: make_config(loss, "demo", width=0.0625, epochs=2) for loss in ("ce", "gsl")}
+    configs = {loss: make_config(loss, "demo", width=0.0625, epochs=2, milestones=[]) for loss in ("ce", "gsl")}
     train_both(configs, root / "pair", runs_root=root, device="cpu", quiet=True)
     return root / "pair"
 
@@ -38,7 +38,7 @@ def evaluation(pair, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("eval")
     corruption_dir = workdir / "DIGITS-C"
     out = evaluate([pair / "ce", pair / "gsl"], EvalConfig(
-        out_dir=workdir / "report", corruptions=",".join(CORRUPTIONS), svc_train_size=300, n_bootstrap=200,
+        out_dir=workdir / "report", corruptions=tuple(CORRUPTIONS), svc_train_size=300, n_bootstrap=200,
         device="cpu", workers=1, report=False, quiet=True, corruption_dir=_generate(corruption_dir)))
     return out, corruption_dir
 
@@ -141,7 +141,7 @@ def test_released_layout_folder_is_accepted(evaluation, pair, tmp_path):
     released.mkdir()
     for name in CORRUPTIONS + ["labels"]:
         shutil.copy(corruption_dir / f"{name}.npy", released / f"{name}.npy")
-    out = evaluate([pair / "ce"], EvalConfig(out_dir=tmp_path / "out", corruption_dir=released, corruptions="contrast",
+    out = evaluate([pair / "ce"], EvalConfig(out_dir=tmp_path / "out", corruption_dir=released, corruptions=("contrast",),
                                              heads=["argmax"], n_bootstrap=20, device="cpu", report=False, quiet=True))
     meta = json.loads((out / "evaluation.json").read_text())
     assert meta["corruption_source"]["kind"] == "released"
@@ -234,7 +234,7 @@ def test_second_evaluation_reuses_the_cache_and_gives_the_same_numbers(evaluatio
     # every entry has its record (robustgsl/cache.py)
     assert all(name + ".json" in cached for name in cached if name.endswith(".npz"))
     again = evaluate([pair / "ce", pair / "gsl"], EvalConfig(
-        out_dir=tmp_path / "again", corruptions=",".join(CORRUPTIONS), svc_train_size=300, n_bootstrap=200,
+        out_dir=tmp_path / "again", corruptions=tuple(CORRUPTIONS), svc_train_size=300, n_bootstrap=200,
         device="cpu", report=False, quiet=True, corruption_dir=corruption_dir))
     assert (again / "errors.csv").read_bytes() == (out / "errors.csv").read_bytes()
 
@@ -278,7 +278,7 @@ def test_evaluation_folder_follows_the_schema(evaluation):
 def test_without_a_baseline_the_tables_still_follow_the_schema(pair, evaluation, tmp_path):
     _, corruption_dir = evaluation
     out = evaluate([pair / "gsl"], EvalConfig(out_dir=tmp_path / "gsl-only", corruption_dir=corruption_dir,
-                                              corruptions="contrast", heads=["1nn"], n_bootstrap=20, device="cpu",
+                                              corruptions=("contrast",), heads=["1nn"], n_bootstrap=20, device="cpu",
                                               report=False, quiet=True))
     assert evaluation_folder_problems(out) == []
     assert json.loads((out / "evaluation.json").read_text())["baseline"] is None
@@ -333,7 +333,7 @@ def old_report(evaluation, tmp_path):
 def test_a_new_evaluation_replaces_every_file_of_the_old_one(old_report, evaluation, pair, tmp_path, report):
     """Issue 13, item 1: `evaluate ce gsl --out R`, then `evaluate gsl --corruptions gaussian_noise --out R`."""
     corruption_dir = evaluation[1]
-    config = dict(GSL_ONLY, corruption_dir=corruption_dir, corruptions="gaussian_noise", report=report)
+    config = dict(GSL_ONLY, corruption_dir=corruption_dir, corruptions=("gaussian_noise",), report=report)
     evaluate([pair / "gsl"], EvalConfig(out_dir=old_report, **config))
     fresh = evaluate([pair / "gsl"], EvalConfig(out_dir=tmp_path / "fresh", **config))
     assert sorted(folder_bytes(old_report)) == sorted(folder_bytes(fresh))  # without a report, the old index.html is gone
@@ -369,7 +369,7 @@ def test_an_evaluation_that_fails_half_way_changes_nothing(old_report, evaluatio
 
 
 def test_out_is_checked_before_the_evaluation_starts(pair, evaluation, tmp_path, monkeypatch):
-    monkeypatch.setattr("robustgsl.evaluate._load", lambda *a: pytest.fail("the evaluation started"))
+    monkeypatch.setattr("robustgsl.evaluate.load_inputs", lambda *a: pytest.fail("the evaluation started"))
     (tmp_path / "a-file").write_text("keep me")
     notes = tmp_path / "notes"
     notes.mkdir()
@@ -409,7 +409,7 @@ def test_a_read_only_run_folder_is_evaluated_without_the_cache(pair, evaluation,
         make_read_only()
         messages = []
         out = evaluate([run], EvalConfig(out_dir=tmp_path / "out", corruption_dir=evaluation[1],
-                                         corruptions="contrast", **GSL_ONLY), log=messages.append)
+                                         corruptions=("contrast",), **GSL_ONLY), log=messages.append)
         assert (out / "errors.csv").is_file()
     notes = [m for m in messages if "not caching" in m]
     assert len(notes) == 1 and "read-only file system" in notes[0] and str(run / "cache") in notes[0]
@@ -418,7 +418,7 @@ def test_a_read_only_run_folder_is_evaluated_without_the_cache(pair, evaluation,
 def test_a_damaged_or_altered_cache_entry_is_computed_again(pair, evaluation, tmp_path):
     run = tmp_path / "gsl"
     shutil.copytree(pair / "gsl", run)
-    config = dict(corruption_dir=evaluation[1], corruptions="contrast", **GSL_ONLY)
+    config = dict(corruption_dir=evaluation[1], corruptions=("contrast",), **GSL_ONLY)
     first = evaluate([run], EvalConfig(out_dir=tmp_path / "first", **config))
     (folder,) = (run / "cache").iterdir()
     (train_entry,) = [p for p in folder.iterdir() if p.name.startswith("train_embeddings") and p.suffix != ".json"]
@@ -462,14 +462,14 @@ main(["evaluate", {str(pair / 'gsl')!r}, "--corruption-dir", {str(evaluation[1])
 # --- seeds, and the paper's Table 1 beside CIFAR-100 and SVHN evaluations --------------------------
 
 def test_seed_pairs_are_averaged_with_paired_baselines(tmp_path, monkeypatch):
-    from robustgsl.evaluate import _pair_name
+    from robustgsl.evaluate.models import pair_name
 
     configs = {loss: make_config(loss, "demo", width=0.0625, epochs=1, embedding_snapshots=[1]) for loss in ("ce", "gsl")}
     train_both(configs, tmp_path / "runs" / "pair", runs_root=tmp_path / "runs", seeds=[0, 1], device="cpu", quiet=True)
     run_dirs = runs.find_last_pair(tmp_path / "runs")
-    assert _pair_name(run_dirs[0]) == "pair"  # the default evaluation folder is reports/pair, not reports/seed0
+    assert pair_name(run_dirs[0]) == "pair"  # the default evaluation folder is reports/pair, not reports/seed0
     folder = _generate(tmp_path / "DIGITS-C")
-    out = evaluate(run_dirs, EvalConfig(out_dir=tmp_path / "report", corruption_dir=folder, corruptions="contrast",
+    out = evaluate(run_dirs, EvalConfig(out_dir=tmp_path / "report", corruption_dir=folder, corruptions=("contrast",),
                                         heads=["argmax", "10nn"], n_bootstrap=50, device="cpu", quiet=True))
     assert evaluation_folder_problems(out) == []
     errors = pd.read_csv(out / "errors.csv")
@@ -510,7 +510,7 @@ def test_table1_is_shown_beside_a_cifar100_or_svhn_evaluation(tmp_path, dataset,
     images, labels = load_dataset(dataset, "test", data_dir=data, download=False)
     write_corruption_dataset(images, labels, tmp_path / "C", corruptions=["contrast"], seed=0, workers=1,
                              dataset_name=dataset, quiet=True)
-    out = evaluate(pair, EvalConfig(out_dir=tmp_path / "report", corruption_dir=tmp_path / "C", corruptions="contrast",
+    out = evaluate(pair, EvalConfig(out_dir=tmp_path / "report", corruption_dir=tmp_path / "C", corruptions=("contrast",),
                                     data_dir=data, download=False, svc_train_size=None, n_bootstrap=20, device="cpu",
                                     quiet=True))
     root = parse(out / "index.html")

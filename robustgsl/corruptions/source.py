@@ -8,6 +8,7 @@ verified against its manifest and generated where it is missing or incomplete.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -79,47 +80,81 @@ def _load_labels(path: Path, problems: list[str]) -> np.ndarray | None:
     return labels
 
 
-def prepare_corruptions(dataset: str, test_images, test_labels, num_classes: int, corruption_dir, names,
-                        seed: int, workers, quiet: bool, log: Log, data_dir=None) -> dict:
-    """Find (or generate) the corruption data of these test images; return its description for evaluation.json.
+@dataclass(frozen=True)
+class CorruptionRequest:
+    """The corruption data an evaluation needs, and where to look for it."""
 
-    ``data_dir`` names an image folder's default corruption folder (corruptions/<folder name>-C).
-    """
+    dataset: str  # robustgsl.data.DATASETS name (names the default folder and the released layout's checks)
+    num_classes: int
+    names: tuple[str, ...]  # corruptions, each with all 5 severities
+    folder: Path | None = None  # --corruption-dir; None: robustgsl's own folder, generated where missing
+    data_dir: str | None = None  # an image folder's root, which names its default folder
+    seed: int = 0  # of the data generated when robustgsl's folder is missing or incomplete
+    workers: int | None = None
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class CorruptionSource:
+    """Where the corrupted test sets came from (evaluation.json's corruption_source: ``record()``)."""
+
+    kind: str  # generated (robustgsl's, with a manifest) or released
+    path: Path  # resolved
+    manifest: dict | None
+    seed: int | None
+    constants: str
+
+    def record(self) -> dict:
+        return {"kind": self.kind, "path": str(self.path), "manifest": self.manifest, "seed": self.seed,
+                "constants": self.constants}
+
+    def digests(self, names: Sequence[str]) -> dict[str, str]:
+        return file_digests(self.path, names, self.manifest)
+
+
+def prepare_corruptions(request: CorruptionRequest, test_images, test_labels, log: Log) -> CorruptionSource:
+    """Find (or generate) the corruption data of these test images."""
     # A folder made from other test images (an image folder since changed) is refused, not reused.
     images_sha256 = array_sha256(test_images)
-    if corruption_dir is not None:
-        folder = Path(corruption_dir)
-        if not folder.is_dir():
-            raise InputError(f"corruption folder {folder} does not exist")
-        manifest = read_manifest(folder)
-        if manifest is not None:
-            problems = verify_corruption_dataset(folder, names, SEVERITIES, dataset=dataset, n_images=len(test_labels),
-                                                 images_sha256=images_sha256)
-            if problems:
-                raise InputError(f"corruption folder {folder} cannot be used: " + "; ".join(problems))
-            kind = "generated"
-        else:
-            problems = _check_released_folder(folder, names, len(test_labels), test_labels, num_classes)
-            if problems:
-                raise InputError(f"corruption folder {folder} cannot be used: " + "; ".join(problems))
-            kind = "released"
+    if request.folder is not None:
+        folder, kind = request.folder, _check_given_folder(request, test_labels, images_sha256)
         log(f"corruption data: {folder} ({kind})")
     else:
-        folder = default_out_dir(dataset, data_dir)
-        problems = verify_corruption_dataset(folder, names, SEVERITIES, seed=seed, dataset=dataset,
-                                             n_images=len(test_labels), images_sha256=images_sha256)
-        if problems:
-            log(f"corruption data in {folder} missing or incomplete ({len(problems)} problem(s), e.g. {problems[0]}); "
-                f"generating it with robustgsl's CIFAR-10-C generator (seed {seed})")
-            write_corruption_dataset(test_images, test_labels, folder, corruptions=names, severities=SEVERITIES,
-                                     seed=seed, workers=workers, dataset_name=dataset, quiet=quiet, log=log)
-        else:
-            log(f"corruption data: {folder} (verified against its manifest)")
-        manifest = read_manifest(folder)
+        folder, kind = default_out_dir(request.dataset, request.data_dir), "generated"
+        _generate_if_needed(folder, request, test_images, test_labels, images_sha256, log)
+    manifest = read_manifest(folder)
+    return CorruptionSource(
+        kind=kind, path=folder.resolve(), manifest=manifest, seed=manifest.get("seed") if manifest else None,
+        constants=manifest.get("constants_source", CONSTANTS_SOURCE) if manifest else
+        "released files (Hendrycks & Dietterich, 2019)")
+
+
+def _check_given_folder(request: CorruptionRequest, test_labels, images_sha256: str) -> str:
+    """'generated' (a manifest, verified) or 'released' (the released layout, checked); else InputError."""
+    folder = request.folder
+    if not folder.is_dir():
+        raise InputError(f"corruption folder {folder} does not exist")
+    if read_manifest(folder) is not None:
         kind = "generated"
-    return {
-        "kind": kind, "path": str(folder.resolve()), "manifest": manifest,
-        "seed": manifest.get("seed") if manifest else None,
-        "constants": manifest.get("constants_source", CONSTANTS_SOURCE) if manifest else
-        "released files (Hendrycks & Dietterich, 2019)",
-    }
+        problems = verify_corruption_dataset(folder, request.names, SEVERITIES, dataset=request.dataset,
+                                             n_images=len(test_labels), images_sha256=images_sha256)
+    else:
+        kind = "released"
+        problems = _check_released_folder(folder, request.names, len(test_labels), test_labels, request.num_classes)
+    if problems:
+        raise InputError(f"corruption folder {folder} cannot be used: " + "; ".join(problems))
+    return kind
+
+
+def _generate_if_needed(folder: Path, request: CorruptionRequest, test_images, test_labels, images_sha256: str,
+                        log: Log) -> None:
+    problems = verify_corruption_dataset(folder, request.names, SEVERITIES, seed=request.seed, dataset=request.dataset,
+                                         n_images=len(test_labels), images_sha256=images_sha256)
+    if not problems:
+        log(f"corruption data: {folder} (verified against its manifest)")
+        return
+    log(f"corruption data in {folder} missing or incomplete ({len(problems)} problem(s), e.g. {problems[0]}); "
+        f"generating it with robustgsl's CIFAR-10-C generator (seed {request.seed})")
+    write_corruption_dataset(test_images, test_labels, folder, corruptions=request.names, severities=SEVERITIES,
+                             seed=request.seed, workers=request.workers, dataset_name=request.dataset,
+                             quiet=request.quiet, log=log)

@@ -3,7 +3,7 @@
 ``robustgsl.schema.run`` describes a training run folder, ``robustgsl.schema.evaluation`` an evaluation
 folder, ``robustgsl.schema.corruption`` a corruption folder (the CIFAR-10-C layout plus a manifest),
 ``robustgsl.schema.sweep`` a sweep folder (a grid of run folders, sweep.csv, sweep.json). Their
-writers (robustgsl/runs.py, robustgsl/train.py, robustgsl/evaluate.py, robustgsl/corruptions/dataset.py)
+writers (robustgsl/runs.py, robustgsl/train.py, robustgsl/evaluate/writing.py, robustgsl/corruptions/dataset.py)
 and readers (robustgsl/runs.py, robustgsl/report/load.py, robustgsl/corruptions/manifest.py) take names
 and columns from here, and the tests check every writer's output, and the report's test fixture, against
 these definitions.

@@ -1,5 +1,5 @@
 """A corruption folder (written by robustgsl/corruptions/dataset.py, read by its ``read_manifest`` and
-``verify_corruption_dataset`` and, through them, by robustgsl/evaluate.py): the released CIFAR-10-C layout
+``verify_corruption_dataset`` and, through them, by robustgsl/evaluate/inputs.py): the released CIFAR-10-C layout
 plus a manifest.
 
     <corruption>.npy   uint8 (S*N, H, W, 3), C order: block k (rows k*N .. (k+1)*N - 1) holds severity

@@ -1,4 +1,4 @@
-"""An evaluation folder (written by robustgsl/evaluate.py, read by robustgsl/report/load.py):
+"""An evaluation folder (written by robustgsl/evaluate/writing.py, read by robustgsl/report/load.py):
 
     errors.csv              long table: one error rate per model, head, seed, corruption and severity
     summary.csv             Table 2 per model/head: clean error, MCE, relative MCE, bootstrap intervals, the
