@@ -227,9 +227,13 @@ def _resumable_checkpoint(run_dir: Path, record: dict, config: TrainConfig, resu
     checkpoint_path = run_dir / runs.CHECKPOINT_FILE
     if runs.is_finished(run_dir) and not checkpoint_path.exists():
         raise InputError(f"run folder {run_dir} holds a finished run without a checkpoint; nothing to resume")
-    mismatch = _config_mismatch(runs.read_config(run_dir), record)
+    saved = runs.read_config(run_dir)
+    mismatch = _config_mismatch(saved, record)
     if mismatch:
-        raise InputError(f"cannot resume {run_dir}: its config differs in {', '.join(sorted(mismatch))}; "
+        # --epochs without --milestones moves a preset's milestones (config.scaled_milestones).
+        hint = f" (its milestones: pass --milestones {','.join(map(str, saved['milestones'])) or 'none'} to keep " \
+               f"them when extending it)" if "milestones" in mismatch else ""
+        raise InputError(f"cannot resume {run_dir}: its config differs in {', '.join(sorted(mismatch))}{hint}; "
                          f"resume with the same options or choose another --out")
     if not checkpoint_path.exists():
         return None

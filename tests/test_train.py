@@ -128,11 +128,15 @@ def test_train_both_resume_after_an_interruption_during_ce(tmp_path, monkeypatch
 
 
 def test_extending_a_finished_run_and_refusing_to_shrink_it(tmp_path):
-    run = train(make_config("ce", "demo", width=0.0625, epochs=2), tmp_path / "run", device="cpu")
+    assert make_config("ce", "demo", width=0.0625, epochs=2).milestones == [1, 2]  # the demo's 22, 27 of 30, scaled
+    run = train(make_config("ce", "demo", width=0.0625, epochs=2, milestones=[1]), tmp_path / "run", device="cpu")
     with pytest.raises(InputError, match="checkpoint is at epoch 2"):
-        train(make_config("ce", "demo", width=0.0625, epochs=1), run, device="cpu", resume=True)
+        train(make_config("ce", "demo", width=0.0625, epochs=1, milestones=[1]), run, device="cpu", resume=True)
+    # Without --milestones, 3 epochs would move them to 2, 3: the error says how to keep the run's.
+    with pytest.raises(InputError, match="differs in milestones .*pass --milestones 1 to keep"):
+        train(make_config("ce", "demo", width=0.0625, epochs=3), run, device="cpu", resume=True)
     before = load_file(str(run / "model.safetensors"))
-    train(make_config("ce", "demo", width=0.0625, epochs=3), run, device="cpu", resume=True)
+    train(make_config("ce", "demo", width=0.0625, epochs=3, milestones=[1]), run, device="cpu", resume=True)
     after = load_file(str(run / "model.safetensors"))
     assert not torch.equal(before["linear.weight"], after["linear.weight"])
     assert [m["epoch"] for m in runs.read_metrics(run)] == [1, 2, 3]
