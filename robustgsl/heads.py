@@ -2,9 +2,10 @@
 
 The ``argmax`` head reads the model's *outputs* (logits); the ``1nn``, ``10nn`` and ``svc`` heads read
 *embeddings* (for a GSL model its output, for a CE model the penultimate features). The caller passes the
-right tensor to each head. The k-NN engine is ``robustgsl.knn`` and the SVC's ``robustgsl.svc``; both give
-exactly scikit-learn's predictions (``KNeighborsClassifier(algorithm="brute")``, ``SVC.predict``) as
-batched torch maths, on the GPU when one is given.
+right tensor to each head. The k-NN engine is ``robustgsl.knn`` and the SVC's ``robustgsl.svc``, both batched
+torch maths, on the GPU when one is given. The k-NN is exact, exact distance ties going to the lowest reference
+index (so scikit-learn's ``KNeighborsClassifier(algorithm="brute")`` on data without such ties); the SVC gives
+exactly ``SVC.predict``.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class ArgmaxHead:
 
 
 class KnnHead:
-    """Majority vote of the k nearest reference embeddings (exact, as scikit-learn's brute force).
+    """Majority vote of the k nearest reference embeddings (exact; equal distances: lowest reference index).
 
     ``index`` (a ``KnnIndex``) may be shared between k-NN heads fitted on the same references.
     """

@@ -1,8 +1,11 @@
-"""Exact k-nearest-neighbour classification as batched torch maths, identical to scikit-learn's brute force.
+"""Exact k-nearest-neighbour classification as batched torch maths; exact distance ties go to the lowest index.
 
-``knn_predict`` / ``KnnIndex.predict`` equal ``KNeighborsClassifier(k, algorithm="brute").fit(reference,
-labels).predict(queries)`` for the same float32 arrays, ties included, while running on the GPU when one is
-given (750,000 corrupted test embeddings against 50,000 references):
+``knn_predict`` / ``KnnIndex.predict`` vote over the k references nearest to each query by exact squared
+Euclidean distance; references at exactly the same distance are ranked by index, lower first. Whenever no
+two references are at exactly the same distance from a query across the k-th place, that is what
+``KNeighborsClassifier(k, algorithm="brute").fit(reference, labels).predict(queries)`` gives for the same
+float32 arrays. It runs on the GPU when one is given (750,000 corrupted test embeddings against 50,000
+references):
 
 1. Candidates in float32: for a chunk of queries, one GEMM gives ``|y|^2 - 2 x.y`` for every reference
    (after shifting all data by the reference mean, which shrinks the rounding error for features far
@@ -11,23 +14,19 @@ given (750,000 corrupted test embeddings against 50,000 references):
 2. Rigorous float32 error bound ``B = 1.1 (d + 6) u (|x'| + max |y'|)^2`` (``u = 2^-24``, shifted norms;
    see ``KnnIndex._error_bound``). If the k-th and (k+1)-th approximate distances are more than ``2B``
    apart, the k nearest are settled (most queries). Otherwise the candidates are re-ranked by exact
-   float64 ``sum((x - y)^2)`` from the original coordinates; a certificate (``B`` again) shows that no
-   other reference can reach the k-th distance, and where it cannot (dense near-ties) every reference
-   within ``B`` is re-ranked exactly. So the answer never depends on float32 rounding.
-3. Exact ties straddling the k-th place (e.g. duplicated training images with different labels):
-   scikit-learn keeps whichever its bounded max-heap keeps (``ArgKmin`` in
-   ``sklearn.metrics._pairwise_distances_reduction``: a value equal to the heap's root is refused, and
-   which tied member is evicted later depends on the heap's arrangement and on its parallel strategy:
-   one heap per query over the references in index order, or per-thread heaps over 256-reference
-   chunks merged in thread order). It is neither "lowest index" nor argsort order; for such queries
-   (only) the heap is replayed with the same rules (``sklearn_argkmin``) over exact distances.
-4. Vote: neighbour labels are counted per class; a tied vote goes to the lowest class index (as
+   float64 ``sum((x - y)^2)`` from the original coordinates, sorted by (distance, index); a certificate
+   (``B`` again) shows that no other reference can reach the k-th distance, and where it cannot (dense
+   near-ties) every reference within ``B`` is re-ranked exactly. So the answer never depends on float32
+   rounding, and an exact tie straddling the k-th place (e.g. duplicated training images with different
+   labels) keeps the tied references of lowest index.
+3. Vote: neighbour labels are counted per class; a tied vote goes to the lowest class index (as
    scikit-learn's class histogram + argmax).
 
-Tests: lattice data, duplicates, near-ties below float32 resolution, both of scikit-learn's strategies.
-Remaining gap, by construction: scikit-learn ranks by its float64 expansion ``|x|^2 - 2 x.y + |y|^2``, so
-two references whose exact distances differ by less than its float64 rounding (~1e-16 relative) may be
-ordered by that rounding there, and by the exact value here.
+Where it can differ from scikit-learn: with exact ties across the k-th place, scikit-learn keeps whichever
+tied reference its heap keeps (neither lowest index nor stable across versions or thread counts); and
+scikit-learn ranks by its float64 expansion ``|x|^2 - 2 x.y + |y|^2``, so two references whose exact
+distances differ by less than its float64 rounding (~1e-16 relative) may be ordered by that rounding
+there, and by the exact value here.
 Memory: each chunk of queries holds one float32 ``chunk x n_reference`` score matrix, at most
 ``memory_bytes`` (256 MiB by default: 1,340 queries against 50,000 references; on CPU smaller chunks at
 small d, for the cache); the float64 re-rank works in 8 MiB pieces.
@@ -89,8 +88,7 @@ class KnnIndex:
         # Diagnostics: queries re-ranked in float64, and those redone over every plausible reference.
         self.exact_queries = 0
         self.uncertified_queries = 0
-        self.tied_queries = 0  # an exact tie straddled the k-th place: scikit-learn's heap emulated
-        self._call_n_queries = 0
+        self.tied_queries = 0  # an exact tie straddled the k-th place: broken by the lowest index
 
     def _build_candidate_operand(self) -> None:
         """The float32 GEMM operand, centred and padded to whole blocks, and the largest centred norm.
@@ -131,7 +129,7 @@ class KnnIndex:
         return chunk_rows(row_bytes, self.memory_bytes, chunk_size)
 
     def neighbours(self, queries, k: int, chunk_size: int | None = None, margin: int = MARGIN) -> torch.Tensor:
-        """Indices (n_queries, k) of the k nearest references (as a set; equal distances: lower index)."""
+        """Indices (n_queries, k) of the k nearest references (as a set; equal distances: lower index first)."""
         k = int(k)
         if not 1 <= k <= self.n:
             raise InputError(f"k must be between 1 and the number of references ({self.n}), got {k}.")
@@ -141,8 +139,6 @@ class KnnIndex:
                 f"query embeddings have dimension {queries.shape[1]} but the references have {self.d}; "
                 "use embeddings from the same model.")
         n_candidates = min(k + max(1, int(margin)), self.n)  # > k unless k == n
-        # scikit-learn's handling of exact ties depends on how many queries one predict() call gets.
-        self._call_n_queries = queries.shape[0]
         chunk = self._queries_per_chunk(chunk_size)
         # Bookkeeping is done per block of many chunks: a few large tensor ops instead of many small ones.
         block = max(chunk, min(1 << 16, rows_per_chunk(16 * (self.d + 1), self.memory_bytes // 4)))
@@ -198,7 +194,7 @@ class KnnIndex:
         return result
 
     def _exact_neighbours(self, queries, q_augmented, candidates, worst_approx, q_sq_norm, bound, k):
-        """k nearest by exact float64 distance for queries float32 left open; ties as scikit-learn."""
+        """k nearest by exact float64 distance for queries float32 left open; equal distances: lower index."""
         q64 = queries.to(device=self.device, dtype=torch.float64)
         exact = self._exact_sq_distances(q64, candidates)
         nearest, exact_sorted = sort_by_distance_then_index(candidates, exact)
@@ -206,31 +202,25 @@ class KnnIndex:
         bound = bound + 4 * (self.d + 2) * FLOAT64_UNIT_ROUNDOFF * kth
         # Certificate: every non-candidate has approximate distance >= worst_approx, so exact >=
         # worst_approx - bound. If that beats the k-th exact distance, no outsider can enter (or tie into)
-        # the k nearest.
+        # the k nearest: the (distance, index) order of the candidates is that of all references.
         certified = worst_approx - bound > kth
-        # A reference outside the k nearest at exactly the k-th distance: scikit-learn's heap decides.
-        tied = certified & (exact_sorted[:, k] == kth) if exact_sorted.shape[1] > k else certified & False
+        tied = straddling_tie(exact_sorted, k)
         result = nearest[:, :k]
         self.uncertified_queries += int((~certified).sum())
         for i in torch.nonzero(~certified).flatten().tolist():
             result[i], tied[i] = self._exact_over_plausible(q64[i], q_augmented[i], kth[i], q_sq_norm[i],
                                                             bound[i], k)
-        for i in torch.nonzero(tied).flatten().tolist():
-            everything = torch.arange(self.n, device=self.device)[None, :]
-            row = self._exact_sq_distances(q64[i:i + 1], everything)[0].cpu().numpy()
-            result[i] = torch.as_tensor(sklearn_argkmin(row, k, self._call_n_queries), device=self.device)
         self.tied_queries += int(tied.sum())
         return result
 
     def _exact_over_plausible(self, q64, q_augmented, kth, q_sq_norm, bound, k):
         """k nearest of one query, exact over every reference whose float32 score could put it at or below
-        the k-th distance; and whether an exact tie straddles the k-th place."""
+        the k-th distance (ranked by distance, then index); and whether an exact tie straddles the k-th place."""
         scores = (self.augmented[:self.n] @ q_augmented).to(torch.float64)
         pool = torch.nonzero(scores <= kth - q_sq_norm + bound).flatten()
         pool_exact = self._exact_sq_distances(q64[None, :], pool[None, :])
         pool_nearest, pool_sorted = sort_by_distance_then_index(pool[None, :], pool_exact)
-        tied = pool_sorted.shape[1] > k and bool(pool_sorted[0, k] == pool_sorted[0, k - 1])
-        return pool_nearest[0, :k], tied
+        return pool_nearest[0, :k], straddling_tie(pool_sorted, k)[0]
 
     def _error_bound(self, q_sq_norm: torch.Tensor) -> torch.Tensor:
         """Bound on |float32 score + |x|^2 - exact squared distance|, per query (float64).
@@ -270,7 +260,7 @@ class KnnIndex:
 
 
 def sort_by_distance_then_index(index: torch.Tensor, distance: torch.Tensor):
-    """Sort each row by (distance, index): a stable sort by distance after a sort by index."""
+    """Sort each row by (distance, index): a stable sort by distance after a sort by index (the tie rule)."""
     by_index = index.argsort(dim=1)
     index = index.gather(1, by_index)
     distance = distance.gather(1, by_index)
@@ -278,9 +268,17 @@ def sort_by_distance_then_index(index: torch.Tensor, distance: torch.Tensor):
     return index.gather(1, order), distance.gather(1, order)
 
 
+def straddling_tie(distance_sorted: torch.Tensor, k: int) -> torch.Tensor:
+    """Per row of ascending distances, whether the (k+1)-th equals the k-th (a tie across the k-th place)."""
+    if distance_sorted.shape[1] <= k:
+        return torch.zeros(distance_sorted.shape[0], dtype=torch.bool, device=distance_sorted.device)
+    return distance_sorted[:, k] == distance_sorted[:, k - 1]
+
+
 def knn_predict(reference, reference_labels, queries, k: int, num_classes: int, device=None,
                 chunk_size: int | None = None, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> np.ndarray:
-    """k-NN class predictions (int64), identical to ``KNeighborsClassifier(k, algorithm="brute")``.
+    """k-NN class predictions (int64); exact distance ties go to the lower reference index, so without such
+    ties across the k-th place they are ``KNeighborsClassifier(k, algorithm="brute")``'s.
 
     ``chunk_size`` caps the queries per chunk; by default (and at most) it is what keeps the float32
     ``chunk x n_reference`` score matrix under ``memory_bytes``.
@@ -288,79 +286,3 @@ def knn_predict(reference, reference_labels, queries, k: int, num_classes: int, 
     index = KnnIndex(reference, reference_labels, num_classes, device=device, memory_bytes=memory_bytes)
     return index.predict(queries, k, chunk_size=chunk_size)
 
-
-# ------------------------------------------------------------- scikit-learn's heap, for exact ties
-
-
-def _heap_push(values: list, indices: list, value: float, index: int) -> None:
-    """Push onto a bounded max-heap (root = current k-th), as scikit-learn's ``heap_push``: a value equal
-    to the root is refused, and a new value sifts down only past strictly larger children."""
-    if value >= values[0]:
-        return
-    size, node = len(values), 0
-    while True:
-        child = 2 * node + 1
-        if child >= size:
-            break
-        if child + 1 < size and values[child + 1] > values[child]:
-            child += 1  # the larger child; on equal children the left one
-        if not value < values[child]:
-            break
-        values[node], indices[node] = values[child], indices[child]
-        node = child
-    values[node], indices[node] = value, index
-
-
-def _heap_scan(values: list, indices: list, distances: np.ndarray, start: int, stop: int) -> None:
-    """Push distances[start:stop] in index order. Most are refused by the root check, which is done in
-    numpy for a run of references at a time (the root only decreases, and each push re-checks)."""
-    run = max(64, len(values))
-    while start < stop:
-        end = min(start + run, stop)
-        for j in np.flatnonzero(distances[start:end] < values[0]):
-            _heap_push(values, indices, float(distances[start + j]), start + int(j))
-        start, run = end, min(2 * run, 1 << 14)
-
-
-def sklearn_strategy(n_references: int, n_queries: int) -> tuple[bool, int, int]:
-    """(parallel on the references?, references per chunk, threads) of scikit-learn's brute-force ``ArgKmin``
-    for one call with ``n_queries`` queries, by its rule ("auto" strategy in ``_base.pyx.tp``)."""
-    from sklearn import get_config
-    # Private, but the exact thread count ArgKmin uses; the tested scikit-learn range is pinned in setup.cfg.
-    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
-
-    threads = _openmp_effective_n_threads()
-    chunk = min(n_references, get_config().get("pairwise_dist_chunk_size", 256))
-    on_references = not (n_references < n_queries or 4 * chunk * threads < n_queries)
-    return on_references, chunk, threads
-
-
-def sklearn_argkmin(distances: np.ndarray, k: int, n_queries: int) -> np.ndarray:
-    """The k neighbours scikit-learn's brute force keeps for one query row of squared distances.
-
-    With exact ties at the k-th place the kept member depends on the order of heap pushes: scikit-learn
-    (``sklearn.metrics._pairwise_distances_reduction``, ``ArgKmin``) either scans all references in index
-    order into one heap ("parallel_on_X"), or gives each of its T threads a contiguous run of 256-reference
-    chunks (OpenMP static schedule) with a heap of its own, then pushes thread 0's heap array, thread 1's,
-    ... into the final heap ("parallel_on_Y"); ``sklearn_strategy`` says which. Replayed with the same rules.
-    """
-    n = distances.shape[0]
-    on_references, chunk, threads = sklearn_strategy(n, n_queries)
-    largest = np.finfo(np.float64).max
-    values, indices = [largest] * k, [0] * k
-    if not on_references:
-        _heap_scan(values, indices, distances, 0, n)
-        return np.asarray(indices, dtype=np.int64)
-    n_chunks = -(-n // chunk)
-    n_threads = min(n_chunks, threads)
-    per_thread, extra = divmod(n_chunks, n_threads)
-    first_chunk = 0
-    for t in range(n_threads):
-        count = per_thread + (t < extra)  # static schedule: the first `extra` threads get one more chunk
-        thread_values, thread_indices = [largest] * k, [-1] * k
-        _heap_scan(thread_values, thread_indices, distances, first_chunk * chunk,
-                   min((first_chunk + count) * chunk, n))
-        for value, index in zip(thread_values, thread_indices):
-            _heap_push(values, indices, value, index)
-        first_chunk += count
-    return np.asarray(indices, dtype=np.int64)

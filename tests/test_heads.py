@@ -1,31 +1,63 @@
-"""Heads against scikit-learn (and a plain brute force): k-NN incl. exact ties and vote ties, fast SVC."""
+"""Heads against scikit-learn (on data without exact distance ties) and a plain brute force (with them):
+k-NN incl. exact ties (lowest reference index) and vote ties, fast SVC."""
 
-import configparser
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
-import sklearn
 import torch
-from packaging.requirements import Requirement
-from packaging.version import Version
-from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.svm import SVC
-from threadpoolctl import threadpool_limits
-
-import robustgsl.knn
 
 from robustgsl.errors import InputError
 from robustgsl.heads import DEFAULT_SVC_TRAIN_SIZE, HEADS, make_head, validate_head_name
-from robustgsl.knn import KnnIndex, knn_predict, sklearn_strategy
+from robustgsl.knn import KnnIndex, knn_predict
 from robustgsl.svc import fit_svc, stratified_subset, svc_predict
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+def exact_sq_distances(reference, queries):
+    """float64 sum((x - y)^2) for every (query, reference) pair, a few queries at a time."""
+    reference, queries = np.asarray(reference, np.float64), np.asarray(queries, np.float64)
+    rows = max(1, 2**22 // reference.size)
+    return np.concatenate([((queries[i:i + rows, None, :] - reference[None]) ** 2).sum(axis=2)
+                           for i in range(0, len(queries), rows)])
+
+
+def brute_force_neighbours(reference, queries, k):
+    """Indices (n_queries, k) of the k nearest; equal distances in index order (stable argsort)."""
+    return np.argsort(exact_sq_distances(reference, queries), axis=1, kind="stable")[:, :k]
+
+
+def brute_force_knn(reference, labels, queries, k, num_classes):
+    """Majority vote of brute_force_neighbours; a tied vote to the lowest class (argmax's first maximum)."""
+    nearest = brute_force_neighbours(reference, queries, k)
+    return np.array([np.bincount(labels[row], minlength=num_classes).argmax() for row in nearest])
+
+
+def straddling_ties(reference, queries, k):
+    """Per query, whether a reference outside the k nearest is at exactly the k-th distance."""
+    distances = np.sort(exact_sq_distances(reference, queries), axis=1)
+    if distances.shape[1] <= k:
+        return np.zeros(len(distances), bool)
+    return distances[:, k] == distances[:, k - 1]
+
+
 def sklearn_knn(reference, labels, queries, k):
+    """scikit-learn's brute force, only where no exact tie straddles the k-th place (there its heap decides)."""
+    assert not straddling_ties(reference, queries, k).any()
     return KNeighborsClassifier(n_neighbors=k, algorithm="brute").fit(reference, labels).predict(queries)
+
+
+def assert_lowest_index_neighbours(index, reference, labels, queries, k, num_classes):
+    """Neighbour sets and votes are the brute force's, and the data has ties that the rule decides."""
+    ties = straddling_ties(reference, queries, k)
+    assert ties.any()  # with ties across the k-th place, another tie rule would keep other members
+    np.testing.assert_array_equal(np.sort(index.neighbours(queries, k).cpu().numpy(), axis=1),
+                                  np.sort(brute_force_neighbours(reference, queries, k), axis=1))
+    np.testing.assert_array_equal(index.predict(queries, k),
+                                  brute_force_knn(reference, labels, queries, k, num_classes))
 
 
 def mixture(rng, n, d, num_classes, spread=1.0):
@@ -62,64 +94,19 @@ def test_knn_matches_plain_brute_force():
     np.testing.assert_array_equal(knn_predict(reference, labels, queries, k, 4), expected)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("k", [1, 3, 10])
-@pytest.mark.parametrize("n_reference, n_queries, threads", [
-    (700, 25, None),   # few queries: scikit-learn's per-thread heaps over chunks of 256 references, merged
-    (700, 25, 1),      # the same with one OpenMP thread
-    (150, 400, None),  # more queries than references: one heap per query, references in index order
-])
-def test_knn_exact_distance_ties_as_sklearn(k, n_reference, n_queries, threads):
+@pytest.mark.parametrize("n_reference, n_queries", [(700, 25), (150, 400)])
+def test_knn_exact_distance_ties_go_to_the_lowest_index(device, k, n_reference, n_queries):
     """Small-integer lattice: many references at exactly the same distance, with different labels."""
-    rng = np.random.default_rng(k * 1000 + n_reference + (threads or 0))
+    rng = np.random.default_rng(k * 1000 + n_reference)
     reference = rng.integers(-3, 4, (n_reference, 3)).astype(np.float32)
     labels = rng.integers(0, 4, n_reference)
     queries = rng.integers(-6, 7, (n_queries, 3)).astype(np.float32) / 2
-    with threadpool_limits(limits=threads, user_api="openmp"):
-        expected = sklearn_knn(reference, labels, queries, k)
-        index = KnnIndex(reference, labels, 4)
-        predicted = index.predict(queries, k)
-    assert index.tied_queries > 0  # the tie path was exercised
-    np.testing.assert_array_equal(predicted, expected)
-
-
-def pinned_requirement(name: str) -> Requirement:
-    config = configparser.ConfigParser()
-    config.read(Path(__file__).resolve().parents[1] / "setup.cfg")
-    lines = [line.strip() for line in config["options"]["install_requires"].splitlines()]
-    requirements = [Requirement(line) for line in lines if line and not line.startswith("#")]
-    return next(r for r in requirements if r.name == name)
-
-
-def test_sklearn_internals_of_the_tie_replay_hold_in_the_pinned_range(monkeypatch):
-    """The exact-tie replay relies on scikit-learn internals (ArgKmin's strategy rule and thread count):
-    the installed version is inside the range setup.cfg pins, the thread count follows threadpoolctl, and on
-    both sides of the rule's edge (4 * chunk * threads queries) the neighbours are scikit-learn's, where the
-    other strategy would give other neighbours."""
-    assert Version(sklearn.__version__) in pinned_requirement("scikit-learn").specifier
-    rng = np.random.default_rng(0)
-    reference = rng.integers(-2, 3, (400, 2)).astype(np.float32)
-    labels = rng.integers(0, 4, 400)
-    with threadpool_limits(limits=1, user_api="openmp"):
-        assert sklearn_strategy(400, 1)[2] == 1
-    with sklearn.config_context(pairwise_dist_chunk_size=20), threadpool_limits(limits=2, user_api="openmp"):
-        threads = sklearn_strategy(400, 1)[2]
-        edge = 4 * 20 * threads
-        for n_queries, on_references in ((edge, True), (edge + 1, False)):
-            queries = rng.integers(-4, 5, (n_queries, 2)).astype(np.float32) / 2
-            assert sklearn_strategy(400, n_queries) == (on_references, 20, threads)
-            index = KnnIndex(reference, labels, 4)
-            nearest = np.sort(index.neighbours(queries, 5).numpy(), axis=1)
-            expected = NearestNeighbors(n_neighbors=5, algorithm="brute").fit(reference).kneighbors(
-                queries, return_distance=False)
-            np.testing.assert_array_equal(nearest, np.sort(expected, axis=1))
-            np.testing.assert_array_equal(index.predict(queries, 5), sklearn_knn(reference, labels, queries, 5))
-            assert index.tied_queries > 0
-            if threads > 1:  # with one thread both strategies keep the same members
-                monkeypatch.setattr(robustgsl.knn, "sklearn_strategy",
-                                    lambda n, m, flipped=(not on_references, 20, threads): flipped)
-                other = np.sort(KnnIndex(reference, labels, 4).neighbours(queries, 5).numpy(), axis=1)
-                monkeypatch.undo()
-                assert np.any(other != nearest)
+    index = KnnIndex(reference, labels, 4, device=device)
+    assert_lowest_index_neighbours(index, reference, labels, queries, k, 4)
+    # Counted once per call (neighbours, then predict): every query with a tie across the k-th place.
+    assert index.tied_queries == 2 * int(straddling_ties(reference, queries, k).sum())
 
 
 def test_knn_duplicated_references_with_different_labels():
@@ -129,8 +116,7 @@ def test_knn_duplicated_references_with_different_labels():
     labels = rng.integers(0, 5, len(reference))
     queries = rng.standard_normal((100, 16)).astype(np.float32)
     for k in (1, 2, 10):
-        np.testing.assert_array_equal(knn_predict(reference, labels, queries, k, 5),
-                                      sklearn_knn(reference, labels, queries, k))
+        assert_lowest_index_neighbours(KnnIndex(reference, labels, 5), reference, labels, queries, k, 5)
 
 
 def test_knn_near_ties_beyond_float32_and_shells_of_equal_distance():
@@ -149,12 +135,17 @@ def test_knn_near_ties_beyond_float32_and_shells_of_equal_distance():
             shell.append(v)
     queries = np.zeros((4, d), np.float32)
     queries[1:, 2] = np.arange(1, 4) * eps
-    for reference in (np.concatenate([close, far]), np.concatenate([rng.permutation(np.array(shell)), far])):
+    for reference, tied in ((np.concatenate([close, far]), False),
+                            (np.concatenate([rng.permutation(np.array(shell)), far]), True)):
         reference = reference.astype(np.float32)
         labels = rng.integers(0, 3, len(reference))
         for k in (1, 10):
+            assert straddling_ties(reference, queries, k)[0] == tied  # the shell ties across the k-th place
             index = KnnIndex(reference, labels, 3)
-            np.testing.assert_array_equal(index.predict(queries, k), sklearn_knn(reference, labels, queries, k))
+            np.testing.assert_array_equal(np.sort(index.neighbours(queries, k).numpy(), axis=1),
+                                          np.sort(brute_force_neighbours(reference, queries, k), axis=1))
+            np.testing.assert_array_equal(index.predict(queries, k),
+                                          brute_force_knn(reference, labels, queries, k, 3))
             assert index.uncertified_queries > 0  # float32 could not decide: the full exact path ran
 
 
