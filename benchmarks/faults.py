@@ -289,7 +289,7 @@ def bad_inputs(work: Path, run_dir: Path, corruption_dir: Path, evaluation: Path
             ("released, truncated contrast.npy", lambda c: truncate(released(c) / "contrast.npy", 5000)))],
         *[(f"corrupt {' '.join(extra)}", [*corrupt, *extra, "--out", bad / "c1"], None) for extra in (
             ["--corruptions", "fogg"], ["--severities", "0,1"], ["--dataset", "imagenet"], ["--workers", "0"],
-            ["--grid", "--grid-index", "99999"], ["--seed", "-1"])],
+            ["--grid", "--grid-image", "99999"], ["--seed", "-1"])],
         ("corrupt --out <a file>", [*corrupt, "--out", bad / "a-file"], bad),
         ("corrupt --out <read-only disk>", [*corrupt, "--out", bad / "ro" / "c"], None) if disks["ro"] else None,
         ("corrupt --out <full disk>", [*corrupt, "--out", bad / "full" / "c"], None) if disks["full"] else None,

@@ -48,9 +48,9 @@ from robustgsl.corruptions.dataset import default_out_dir, read_manifest, verify
 from robustgsl.errors import InputError
 from robustgsl.evaluate import Log, ReferenceScores, Scores, score, write_evaluation
 from robustgsl.external import ExternalModel
-from robustgsl.heads import validate_head_name
 from robustgsl.metrics import ERROR_COLUMNS  # errors.csv's columns but the seed (one model, one seed here)
 from robustgsl.schema import corruption as corruption_schema
+from robustgsl.vocabulary import validate_head_name
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,11 @@
 The library never parses arguments or prints; this module turns options into calls and
 library messages (passed through ``log`` callbacks) into lines on the terminal.
 
-The options of ``train``, ``train-both`` and ``evaluate`` are built from the field metadata of
-``TrainConfig`` and ``EvalConfig`` (robustgsl/config.py): name, help, default, and the parser that turns
-the text into a value. They are built when a command first needs them, because importing the configs
-imports torch, which ``corrupt`` and its worker processes (which import this module) do without.
+Every command's options are built from the field metadata of a config dataclass (``TrainConfig``,
+``DataConfig``, ``EvalConfig``, ``CorruptConfig`` in robustgsl/config.py, which imports no torch;
+``SweepConfig``; the external models' options): name, help, default, and the parser that turns the text
+into a value. They are built when a command first needs them, because the sweep's and the external models'
+modules import torch, which ``corrupt`` and its worker processes (which import this module) do without.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from typing import Callable
 import click
 
 from robustgsl import __version__
+from robustgsl.config import (
+    CORRUPT_OPTIONS, DATA_OPTIONS, EVAL_OPTIONS, PRESETS, TRAIN_OPTIONS, CorruptConfig, EvalConfig, make_config,
+    preset_values, validate_corrupt_config,
+)
 from robustgsl.errors import InputError, TrainingError
+from robustgsl.options import ParseError, format_value, parse_int_list, parse_text
 
 
 def _echo(message: str) -> None:
@@ -62,7 +68,6 @@ class _OptionValue(click.ParamType):
         self.name = _metavar(spec)
 
     def convert(self, value, param, ctx):
-        from robustgsl.options import parse_text
 
         if not isinstance(value, str):
             return value
@@ -107,7 +112,6 @@ def _spec(specs, name: str):
 
 def _default_text(spec) -> str | None:
     """The bracketed default of an option whose click default is the field's own (none for a plain flag)."""
-    from robustgsl.options import format_value
 
     if spec.shown_default is not None:
         return spec.shown_default
@@ -122,15 +126,11 @@ def main() -> None:
 
 # --- training -------------------------------------------------------------------------------------
 
-# Options of the training call that are not part of the recipe (robustgsl.train.train's keywords).
-_RUN_OPTIONS = ("data_dir", "download", "device", "resize")
 
 
 def _preset_default_text(spec) -> str:
     """'200' when all presets agree, else 'recommended: 0 for ce, 2 for gsl, paper: 0, ...' (for each preset's
     own data set)."""
-    from robustgsl.config import PRESETS, preset_values
-    from robustgsl.options import format_value
 
     def text(preset: str) -> str:
         ce, gsl = (format_value(preset_values(preset, None, loss).get(spec.name, spec.default), spec.default_text)
@@ -146,7 +146,6 @@ def _preset_default_text(spec) -> str:
 
 def _recipe_params(excluded: tuple[str, ...] = ()) -> list[click.Parameter]:
     """The training options of TrainConfig; None = not given: the preset (then the dataclass default) decides."""
-    from robustgsl.config import TRAIN_OPTIONS
 
     return [_option(spec, None, _preset_default_text(spec)) for spec in TRAIN_OPTIONS
             if spec.cli and spec.name not in excluded]
@@ -156,7 +155,6 @@ class _SeedList(click.ParamType):
     name = "SEED,..."
 
     def convert(self, value, param, ctx):
-        from robustgsl.options import ParseError, parse_int_list
 
         if not isinstance(value, str):
             return value
@@ -168,7 +166,6 @@ class _SeedList(click.ParamType):
 
 def _training_params(out_help: str, with_loss: bool) -> Callable[[], list[click.Parameter]]:
     def make() -> list[click.Parameter]:
-        from robustgsl.config import EVAL_OPTIONS, TRAIN_OPTIONS
 
         params = [_option(_spec(TRAIN_OPTIONS, "loss"), None, None, required=True)] if with_loss else []
         params.append(click.Option(["--out"], default=None, help=out_help))
@@ -177,8 +174,8 @@ def _training_params(out_help: str, with_loss: bool) -> Callable[[], list[click.
                 "One pair per seed, e.g. 0,1,2, in <out>/seed<N>/{ce,gsl} (instead of --seed); `evaluate` "
                 "averages over them.")))
         params += _recipe_params()
-        params += [_option(spec, spec.default, _default_text(spec))
-                   for spec in (_spec(EVAL_OPTIONS, name) for name in _RUN_OPTIONS)]
+        params += [_option(spec, spec.default, _default_text(spec)) for spec in DATA_OPTIONS]
+        params.append(_option(_spec(EVAL_OPTIONS, "device"), None, _default_text(_spec(EVAL_OPTIONS, "device"))))
         params.append(click.Option(["--resume"], is_flag=True, help="Continue the run in --out from its checkpoint."))
         params.append(click.Option(["--quiet"], is_flag=True, help="No progress bars or per-epoch lines."))
         return params
@@ -188,7 +185,6 @@ def _training_params(out_help: str, with_loss: bool) -> Callable[[], list[click.
 
 def _pop_recipe(options: dict) -> dict:
     """The training options given on the command line (config field -> value), removed from ``options``."""
-    from robustgsl.config import TRAIN_OPTIONS
 
     recipe = {spec.name: options.pop(spec.name) for spec in TRAIN_OPTIONS if spec.name in options}
     return {name: value for name, value in recipe.items() if value is not None}
@@ -216,7 +212,6 @@ def _default_run_dir(config, suffix: str | None, seeds: list[int] | None = None)
     "Run folder [runs/<dataset>-<preset>-seed<seed>/<loss>].", with_loss=True))
 def train(loss: str, out: str | None, **options) -> None:
     """Train one PreActResNet-18 with cross-entropy or the graph smoothness loss."""
-    from robustgsl.config import make_config
     from robustgsl.distributed import is_main_process, shutdown
     from robustgsl.train import train as train_run
 
@@ -236,7 +231,6 @@ def train(loss: str, out: str | None, **options) -> None:
     "[runs/<dataset>-<preset>-seed<seed>].", with_loss=False))
 def train_both(out: str | None, seeds: list[int] | None, **options) -> None:
     """Train the CE and the GSL model with the same data, seed and recipe (one pair per seed with --seeds)."""
-    from robustgsl.config import make_config
     from robustgsl.distributed import is_main_process, shutdown
     from robustgsl.train import train_both as train_pair
 
@@ -260,8 +254,8 @@ _SCORING_OPTIONS = ("data_dir", "download", "device", "svc_train_size")
 
 
 def _sweep_params() -> list[click.Parameter]:
-    from robustgsl.config import EVAL_OPTIONS, TRAIN_OPTIONS
-    from robustgsl.sweep import LIST_SEPARATOR, SWEEP_OPTIONS
+    from robustgsl.sweep import SWEEP_OPTIONS
+    from robustgsl.sweep_grid import LIST_SEPARATOR
 
     return [
         _option(_spec(TRAIN_OPTIONS, "loss"), None, None, required=True),
@@ -284,8 +278,8 @@ def sweep(loss: str, param: tuple[str, ...], seeds: str, **options) -> None:
     """Train a grid of runs (every combination of the --param values, once per seed), score each on the clean
     test set with every head, and write sweep.csv and index.html into --out. Rerun the same command to continue
     an interrupted sweep: finished runs are kept, half-trained ones resume."""
-    from robustgsl.config import EvalConfig
-    from robustgsl.sweep import SweepConfig, parse_grid, run_sweep
+    from robustgsl.sweep import SweepConfig, run_sweep
+    from robustgsl.sweep_grid import parse_grid
 
     grid = parse_grid(loss, param, seeds, _pop_recipe(options))
     config = SweepConfig(**{name: options.pop(name) for name in list(options) if name not in _SCORING_OPTIONS})
@@ -300,7 +294,6 @@ def sweep(loss: str, param: tuple[str, ...], seeds: str, **options) -> None:
 # --- evaluation -----------------------------------------------------------------------------------
 
 def _evaluation_params() -> list[click.Parameter]:
-    from robustgsl.config import EVAL_OPTIONS
     from robustgsl.external import EXTERNAL_OPTIONS
 
     return [_option(spec, spec.default, _default_text(spec)) for spec in EXTERNAL_OPTIONS + EVAL_OPTIONS]
@@ -314,7 +307,6 @@ def evaluate(run_dirs, **options) -> None:
     Each of --weights, --normalize, --features and --model-name is given once per --model, in the same
     order ("-" for a model without one), or not at all.
     """
-    from robustgsl.config import EvalConfig
     from robustgsl.evaluate import evaluate as run_evaluation
     from robustgsl.external import EXTERNAL_OPTIONS, external_specs
 
@@ -354,63 +346,45 @@ def export(run_dir, format_, out) -> None:
 
 # --- corruptions ----------------------------------------------------------------------------------
 
-_CORRUPTED_DATASETS = ("cifar10", "cifar100", "digits", "imagefolder")
+def _corrupt_params() -> list[click.Parameter]:
+
+    return [_option(spec, spec.default, _default_text(spec)) for spec in CORRUPT_OPTIONS]
 
 
-@main.command()
-@click.option("--dataset", default="cifar10", show_default=True,
-              help="cifar10, cifar100, digits or imagefolder (test split).")
-@click.option("--data-dir", default=None, type=click.Path(file_okay=False),
-              help="Folder holding the released data set files (default: ./data), or the image folder.")
-@click.option("--resize", is_flag=True,
-              help="Image folders: resize images that are not 32x32 to 32x32 (PIL bicubic) instead of refusing them.")
-@click.option("--download/--no-download", default=True, show_default=True,
-              help="Download a missing data set with torchvision.")
-@click.option("--out", default=None, type=click.Path(),
-              help="Output folder [corruptions/<DATASET>-C, e.g. corruptions/CIFAR-10-C; an image folder's: "
-                   "corruptions/<its name>-C].")
-@click.option("--corruptions", default="all", show_default=True,
-              help="'all' (the 15 of CIFAR-10-C), 'extra' (the 4 extra), a family (noise, blur, weather, digital) "
-                   "or names separated by commas.")
-@click.option("--severities", default="1,2,3,4,5", show_default=True,
-              help="Severities to write, stacked in ascending order (all 5 give the released layout).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random draw.")
-@click.option("--workers", default=None, type=int, help="Worker processes [all local cores].")
-@click.option("--overwrite", is_flag=True, help="Replace a folder made with another seed, data set or severities.")
-@click.option("--grid", is_flag=True,
-              help="Only write grid.png in the output folder: one test image under every corruption and severity.")
-@click.option("--grid-index", default=0, show_default=True, type=int, help="Test image shown by --grid.")
-@click.option("--quiet", is_flag=True, help="No progress bars or summary lines.")
-def corrupt(dataset, data_dir, resize, download, out, corruptions, severities, seed, workers, overwrite, grid,
-            grid_index, quiet) -> None:
+@main.command(cls=_ConfigCommand, make_params=_corrupt_params)
+def corrupt(**options) -> None:
     """Write a corrupted test set in the CIFAR-10-C layout (<name>.npy, labels.npy, manifest.json)."""
     from pathlib import Path
 
-    from robustgsl.corruptions import parse_severities, resolve_corruptions
     from robustgsl.corruptions.dataset import default_out_dir, write_corruption_dataset
     from robustgsl.data import load_test_images
 
-    if dataset not in _CORRUPTED_DATASETS:
-        raise InputError(f"--dataset must be one of {', '.join(_CORRUPTED_DATASETS)}, got {dataset!r}")
-    names = resolve_corruptions(corruptions)  # check options before loading any data
-    severity_list = parse_severities(severities)
-    out_dir = Path(out) if out is not None else default_out_dir(dataset, data_dir)
-    log = (lambda message: None) if quiet else _echo
-    images, labels = load_test_images(dataset, data_dir, download=download, resize=resize)
-    if grid:
-        from robustgsl.corruptions.grid import save_grid_png
-
-        if not 0 <= grid_index < len(images):
-            raise InputError(f"--grid-index must be in 0..{len(images) - 1} for {dataset}, got {grid_index}")
-        path = save_grid_png(out_dir / "grid.png", images[grid_index], names, seed, grid_index, severity_list,
-                             title=f"{dataset} test image {grid_index} (label {int(labels[grid_index])}), seed {seed}")
-        log(f"wrote {path}")
+    config = CorruptConfig(**options)
+    validate_corrupt_config(config)  # before loading any data
+    out_dir = Path(config.out_dir) if config.out_dir is not None else default_out_dir(config.dataset, config.data_dir)
+    log = (lambda message: None) if config.quiet else _echo
+    images, labels = load_test_images(config.dataset, config.data_dir, download=config.download, resize=config.resize)
+    if config.grid:
+        _write_grid(config, out_dir, images, labels, log)
         return
     try:
-        write_corruption_dataset(images, labels, out_dir, names, severity_list, seed=seed, workers=workers,
-                                 dataset_name=dataset, overwrite=overwrite, quiet=quiet, log=log)
+        write_corruption_dataset(images, labels, out_dir, config.corruptions, config.severities, seed=config.seed,
+                                 workers=config.workers, dataset_name=config.dataset, overwrite=config.overwrite,
+                                 quiet=config.quiet, log=log)
     except (OSError, RuntimeError) as error:  # full disk, killed worker: nothing half-written is left
         click.echo(f"Error: {error}", err=True)
         sys.exit(1)
-    log(f"{out_dir}: {len(names)} corruptions x severities {list(severity_list)} x {len(images)} images "
-        f"(seed {seed}); manifest {out_dir / 'manifest.json'}")
+    log(f"{out_dir}: {len(config.corruptions)} corruptions x severities {list(config.severities)} x {len(images)} "
+        f"images (seed {config.seed}); manifest {out_dir / 'manifest.json'}")
+
+
+def _write_grid(config, out_dir, images, labels, log) -> None:
+    from robustgsl.corruptions.grid import save_grid_png
+
+    index = config.grid_image_index
+    if not 0 <= index < len(images):
+        raise InputError(f"--grid-image must be in 0..{len(images) - 1} for {config.dataset}, got {index}")
+    path = save_grid_png(out_dir / "grid.png", images[index], config.corruptions, config.seed, index,
+                         config.severities,
+                         title=f"{config.dataset} test image {index} (label {int(labels[index])}), seed {config.seed}")
+    log(f"wrote {path}")

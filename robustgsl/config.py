@@ -25,14 +25,14 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from robustgsl.corruptions import CORRUPTIONS, SEVERITIES, parse_severities, resolve_corruptions
-from robustgsl.data import BUILTIN_DATASETS, DATASETS, dataset_info
 from robustgsl.errors import InputError
-from robustgsl.heads import DEFAULT_SVC_TRAIN_SIZE, validate_head_name
-from robustgsl.models import NORMALIZATIONS
 from robustgsl.options import (
     OptionSpec, ParseError, option_specs, parse_int, parse_int_list, parse_name_list, parse_text, setting,
 )
 from robustgsl.published import TABLE_2_DATASET, TABLE_2_GSL
+from robustgsl.vocabulary import (
+    BUILTIN_DATASETS, DATASETS, DEFAULT_SVC_TRAIN_SIZE, NORMALIZATIONS, dataset_info, validate_head_name,
+)
 
 LOSSES = ("ce", "gsl")
 OPTIMIZERS = ("sgd", "adam")
@@ -328,7 +328,22 @@ def parse_train_size(text: str) -> int | None:
 
 
 @dataclass
-class EvalConfig:
+class DataConfig:
+    """Where the data set's files are: the options that train, corrupt and evaluate share."""
+
+    data_dir: str | None = setting(None, "Folder holding the released data set files (imagefolder: the image "
+                                         "folder, holding train/<class>/ and test/<class>/).", folder=True,
+                                   default_text="./data; for imagefolder, needed unless a run records its folder")
+    download: bool = setting(True, "Download a missing data set with torchvision.")
+    resize: bool = setting(False, "Image folders: resize images that are not 32x32 to 32x32 (PIL bicubic; the "
+                                  "results say how many) instead of refusing them.")
+
+
+DATA_OPTIONS: tuple[OptionSpec, ...] = option_specs(DataConfig)
+
+
+@dataclass
+class EvalConfig(DataConfig):
     out_dir: str | None = setting(None, "Evaluation folder.", flag="--out",
                                   default_text="reports/<name of the runs' parent folder>")
     corruption_dir: str | None = setting(
@@ -350,17 +365,11 @@ class EvalConfig:
     seed: int = setting(0, "Seed of the bootstrap and the SVC subset.")
     corruption_seed: int = setting(0, "Seed of the corruption data generated when the folder is missing or "
                                       "incomplete.")
-    data_dir: str | None = setting(None, "Folder holding the released data set files (imagefolder: the image "
-                                         "folder).", folder=True,
-                                   default_text="./data; an image-folder run's recorded folder")
     dataset: str | None = setting(None, "Data set of --model models; run folders bring their own (they must agree).",
                                   choices=DATASETS, default_text="the runs' data set, else cifar10")
-    resize: bool = setting(False, "Image folders: resize images that are not 32x32 to 32x32 (PIL bicubic; the "
-                                  "results say how many) instead of refusing them (a run trained so is evaluated so).")
     n_examples: int | None = setting(None, "Evaluate the first N test images only (RobustBench's n_examples).",
                                      default_text="all")
     batch_size: int | None = setting(None, "Test images per forward pass.", default_text="4096 on CUDA, 500 on the CPU")
-    download: bool = setting(True, "Download a missing data set with torchvision.")
     device: str | None = setting(None, "cpu, cuda or cuda:N.", default_text="cuda when available")
     workers: int | None = setting(None, "Processes for generating corruptions.", default_text="all cores")
     grid_image_index: int = setting(0, "Test image shown in the corruption grid.", flag="--grid-image")
@@ -371,11 +380,50 @@ class EvalConfig:
 EVAL_OPTIONS: tuple[OptionSpec, ...] = option_specs(EvalConfig)
 
 
+# --- corruption data sets -------------------------------------------------------------------------
+
+# Data sets whose test split `robustgsl corrupt` writes.
+CORRUPTED_DATASETS = ("cifar10", "cifar100", "digits", "imagefolder")
+
+
+@dataclass
+class CorruptConfig(DataConfig):
+    dataset: str = setting("cifar10", "Data set whose test split is corrupted.", choices=CORRUPTED_DATASETS)
+    out_dir: str | None = setting(None, "Output folder.", flag="--out",
+                                  default_text="corruptions/<DATASET>-C, e.g. corruptions/CIFAR-10-C; an image "
+                                               "folder's: corruptions/<its name>-C")
+    corruptions: tuple[str, ...] = setting(
+        CORRUPTIONS, "all (the 15 of CIFAR-10-C), extra (the 4 extra), a family (noise, blur, weather, digital) or "
+                     "names separated by commas.", parse=resolve_corruptions, metavar="TEXT", shown_default="all")
+    severities: tuple[int, ...] = setting(SEVERITIES, "Severities to write, stacked in ascending order (all 5 give "
+                                                      "the released layout).", parse=parse_severities, metavar="TEXT")
+    seed: int = setting(0, "Seed of every random draw.")
+    workers: int | None = setting(None, "Worker processes.", default_text="all local cores")
+    overwrite: bool = setting(False, "Replace a folder made with another seed, data set or severities.")
+    grid: bool = setting(False, "Only write grid.png in the output folder: one test image under every corruption "
+                                "and severity.")
+    grid_image_index: int = setting(0, "Test image shown by --grid.", flag="--grid-image")
+    quiet: bool = setting(False, "No progress bars or summary lines.")
+
+
+CORRUPT_OPTIONS: tuple[OptionSpec, ...] = option_specs(CorruptConfig)
+
+
+def validate_corrupt_config(config: CorruptConfig) -> None:
+    """Raise InputError naming the first bad value; changes nothing."""
+    _check(config.dataset in CORRUPTED_DATASETS,
+           f"--dataset must be one of {', '.join(CORRUPTED_DATASETS)}, got {config.dataset!r}")
+    _check(config.seed >= 0, f"seed must be >= 0, got {config.seed}")
+    _check(config.workers is None or config.workers >= 1, f"workers must be >= 1, got {config.workers}")
+    _check(config.grid_image_index >= 0, f"grid image index must be >= 0, got {config.grid_image_index}")
+
+
 def validate_eval_config(config: EvalConfig) -> None:
     """Raise InputError naming the first bad value; changes nothing. (Checks that need the runs or the data,
     such as whether the baseline was evaluated, happen when they are loaded.)"""
     _check(not isinstance(config.corruptions, str) and resolve_corruptions(config.corruptions) == config.corruptions,
-           f"corruptions must be a tuple of distinct corruption names (resolve_corruptions), got {config.corruptions!r}")
+           f"corruptions must be a tuple of distinct corruption names (resolve_corruptions), got "
+           f"{config.corruptions!r}")
     _check(not isinstance(config.severities, str) and parse_severities(config.severities) == config.severities,
            f"severities must be an ascending tuple of distinct integers in 1..5, got {config.severities!r}")
     _check(config.baseline is None or (isinstance(config.baseline, tuple) and len(config.baseline) == 2),

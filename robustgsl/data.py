@@ -15,56 +15,18 @@ DataLoader workers in the hot loop.
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from robustgsl.errors import InputError
-
-IMAGEFOLDER = "imagefolder"
-BUILTIN_DATASETS = ("cifar10", "cifar100", "svhn", "digits")
-DATASETS = BUILTIN_DATASETS + (IMAGEFOLDER,)
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    num_classes: int
-    # Per-channel mean and std of the training images in [0, 1]; stored in the model's buffers.
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    # Horizontal flips change the meaning of digits, so SVHN and digits are not flipped.
-    flip: bool
-    display_name: str
-
-
-# Channel statistics of the training splits (computed over all training pixels).
-DATASET_INFO = {
-    "cifar10": DatasetInfo("cifar10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True, "CIFAR-10"),
-    "cifar100": DatasetInfo("cifar100", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True, "CIFAR-100"),
-    "svhn": DatasetInfo("svhn", 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), False, "SVHN"),
-    "digits": DatasetInfo("digits", 10, (0.3050, 0.3050, 0.3050), (0.3236, 0.3236, 0.3236), False, "DIGITS"),
-}
+from robustgsl.imagefolder import load_imagefolder
+from robustgsl.vocabulary import DATASET_INFO, IMAGEFOLDER, dataset_info
 
 # Fraction of the 1,797 digits held out as the test set, and the split's fixed seed.
 DIGITS_TEST_FRACTION = 0.3
 DIGITS_SPLIT_SEED = 0
-
-
-def dataset_info(name: str, image_folder: dict | None = None) -> DatasetInfo:
-    """A built-in data set's DatasetInfo, or an image folder's from its record (``imagefolder_record``)."""
-    if name == IMAGEFOLDER:
-        if image_folder is None:
-            raise InputError("an image folder's classes and statistics come from the folder: read its record with "
-                             "robustgsl.imagefolder.imagefolder_record(DIR)")
-        from robustgsl.imagefolder import record_dataset_info
-
-        return record_dataset_info(image_folder)
-    if name not in DATASET_INFO:
-        raise InputError(f"unknown data set {name!r}; valid: {', '.join(DATASETS)}")
-    return DATASET_INFO[name]
 
 
 def load_dataset(name: str, split: str, data_dir: str | Path | None = None, download: bool = True,
@@ -76,8 +38,6 @@ def load_dataset(name: str, split: str, data_dir: str | Path | None = None, down
     if split not in ("train", "test"):
         raise InputError(f"split must be 'train' or 'test', got {split!r}")
     if name == IMAGEFOLDER:
-        from robustgsl.imagefolder import load_imagefolder
-
         return load_imagefolder(_imagefolder_root(data_dir), split, resize=resize)[:2]
     dataset_info(name)
     if name == "digits":

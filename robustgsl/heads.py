@@ -16,20 +16,7 @@ from robustgsl.arrays import DEFAULT_MEMORY_BYTES, as_numpy
 from robustgsl.errors import InputError
 from robustgsl.knn import KnnIndex
 from robustgsl.svc import fit_svc, svc_predict
-
-HEADS = ("argmax", "1nn", "10nn", "svc")
-
-# Training embeddings used to fit the SVC. libsvm's fit grows roughly quadratically with the number of
-# samples (about a minute for 10,000 512-d embeddings on one CPU core); a seeded stratified subset of
-# 10,000 out of CIFAR-10's 50,000 keeps 1,000 per class.
-DEFAULT_SVC_TRAIN_SIZE = 10_000
-
-
-def validate_head_name(name: str) -> str:
-    if name not in HEADS:
-        raise InputError(f"unknown head {name!r}; valid heads: {', '.join(HEADS)}.")
-    return name
-
+from robustgsl.vocabulary import DEFAULT_SVC_TRAIN_SIZE, validate_head_name
 
 class ArgmaxHead:
     """Predicts the class with the largest model output. ``predict`` takes logits, not embeddings."""

@@ -12,7 +12,7 @@ and from which sizes, for the results to state.
 
 ``imagefolder_record`` is what a run's config.json and an evaluation.json keep of a folder (its classes,
 channel statistics, resize; robustgsl/schema/run.py ``IMAGE_FOLDER_FIELDS``): enough to rebuild a model
-trained on it (``record_dataset_info``) and to check that it is evaluated on the same classes.
+trained on it (``robustgsl.vocabulary.record_dataset_info``) and to check that it is evaluated on the same classes.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from robustgsl.data import IMAGEFOLDER, DatasetInfo
 from robustgsl.errors import InputError
 from robustgsl.progress import progress
+from robustgsl.vocabulary import IMAGEFOLDER, DatasetInfo
 
 SPLITS = ("train", "test")
 IMAGE_SIZE = (32, 32)
@@ -169,7 +169,3 @@ def imagefolder_record(root: str | Path, resize: bool = False) -> dict:
     }
 
 
-def record_dataset_info(record: dict) -> DatasetInfo:
-    """The DatasetInfo of a folder from its record (as a run's config.json keeps it)."""
-    return DatasetInfo(IMAGEFOLDER, len(record["classes"]), tuple(record["mean"]), tuple(record["std"]),
-                       bool(record["flip"]), f"image folder {Path(record['root']).name}")

@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustgsl.errors import InputError
+from robustgsl.vocabulary import NORMALIZATIONS
 
 # GSL output normalisations: "l2" (the paper's unit-norm outputs), "batchnorm" (BatchNorm1d, the paper's
 # choice for d = 2) and "bn-l2" (BatchNorm1d without affine parameters, then unit norm: the outputs are
 # centred and scaled per batch before they are projected onto the sphere; benchmarks/README.md shows why).
-NORMALIZATIONS = ("l2", "batchnorm", "bn-l2")
 
 
 class PreActBlock(nn.Module):

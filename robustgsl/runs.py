@@ -18,12 +18,15 @@ from pathlib import Path
 
 import torch
 
+from robustgsl.config import paper_deviations
 from robustgsl.errors import InputError
 from robustgsl.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from robustgsl.models import PreActResNet18
 from robustgsl.schema.run import (
     CHECKPOINT_FILE, CHECKPOINT_KEYS, CONFIG_FILE, ENVIRONMENT_FILE, LAST_PAIR_FILE, METRICS_FILE, SEED_FOLDER_PREFIX,
     WEIGHTS_FILE, seed_folder,
 )
+from robustgsl.vocabulary import dataset_info
 
 
 def now_iso() -> str:
@@ -106,8 +109,6 @@ def finish_environment(run_dir: Path, wall_time_s: float) -> None:
 def config_record(config, world_size: int, image_folder: dict | None = None) -> dict:
     """config.json's content: the resolved TrainConfig plus the derived fields of robustgsl.schema.run
     (``image_folder``: the folder's record, for dataset imagefolder)."""
-    from robustgsl.config import paper_deviations
-    from robustgsl.data import dataset_info
 
     num_classes = dataset_info(config.dataset, image_folder).num_classes
     record = config.to_dict() | {"num_classes": num_classes, "world_size": world_size,
@@ -245,8 +246,6 @@ def checkpoint_problem(state) -> str | None:
 
 
 def build_model_from_config(config: dict):
-    from robustgsl.data import dataset_info
-    from robustgsl.models import PreActResNet18
 
     info = dataset_info(config["dataset"], config.get("image_folder"))
     # Runs written before final_bn_relu existed have kuangliu's layout.

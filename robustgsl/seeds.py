@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from robustgsl.config import TrainConfig
 from robustgsl.errors import InputError
 
 # Config fields that do not make two runs different models.
@@ -45,8 +46,6 @@ def recipe_key(config: Mapping | None) -> str | None:
     an older config.json read as TrainConfig's default. None without a config."""
     if not config:
         return None
-    from robustgsl.config import TrainConfig
-
     defaults = {field.name: (field.default_factory() if field.default is dataclasses.MISSING else field.default)
                 for field in dataclasses.fields(TrainConfig)}
     recipe = {**defaults, **config}

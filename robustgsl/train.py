@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from robustgsl import runs, snapshots
 from robustgsl.config import TrainConfig, resolve_config, validate_config
-from robustgsl.data import IMAGEFOLDER, augment_batch, dataset_info, load_dataset, to_device_images, to_float
+from robustgsl.data import augment_batch, load_dataset, to_device_images, to_float
 from robustgsl.device import infer, resolve_device
 from robustgsl.distributed import (
     DistributedContext, all_reduce_sum, barrier, gather_labels, gather_with_gradients, init_from_environment,
@@ -39,6 +39,7 @@ from robustgsl.io import check_writable_folder, is_temporary, remove_stale_tempo
 from robustgsl.losses import GraphSmoothnessLoss, pairwise_distances
 from robustgsl.progress import progress
 from robustgsl.schema.run import EpochMetrics, seed_folder
+from robustgsl.vocabulary import IMAGEFOLDER, dataset_info
 
 Log = Callable[[str], None]
 

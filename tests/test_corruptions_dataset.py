@@ -273,7 +273,7 @@ def test_cli_writes_a_tiny_digits_set_and_a_grid(tmp_path, monkeypatch):
     again = runner.invoke(main, ["corrupt", "--dataset", "digits", "--corruptions", "contrast", "--seed", "5"])
     assert again.exit_code == 2 and "seed: folder has 2, this run 5" in again.output
     grid = runner.invoke(main, ["corrupt", "--dataset", "digits", "--corruptions", "contrast,pixelate", "--grid",
-                                "--grid-index", "3", "--out", "g"])
+                                "--grid-image", "3", "--out", "g"])
     assert grid.exit_code == 0, grid.output
     assert (tmp_path / "g" / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

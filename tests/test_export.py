@@ -9,7 +9,7 @@ from torch import nn
 
 from robustgsl import runs
 from robustgsl.config import make_config
-from robustgsl.data import dataset_info
+from robustgsl.vocabulary import dataset_info
 from robustgsl.errors import InputError
 from robustgsl.export import SAFETENSORS_METADATA_KEY, export_weights, kuangliu_state_dict
 from robustgsl.io import atomic_path, write_json_atomic

@@ -10,7 +10,8 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.svm import SVC
 
 from robustgsl.errors import InputError
-from robustgsl.heads import DEFAULT_SVC_TRAIN_SIZE, HEADS, make_head, validate_head_name
+from robustgsl.heads import make_head
+from robustgsl.vocabulary import DEFAULT_SVC_TRAIN_SIZE, HEADS, validate_head_name
 from robustgsl.knn import KnnIndex, knn_predict
 from robustgsl.svc import fit_svc, stratified_subset, svc_predict
 

@@ -22,9 +22,8 @@ from robustgsl.data import load_dataset, to_float
 from robustgsl.errors import InputError, TrainingError
 from robustgsl.schema import names
 from robustgsl.schema import sweep as schema
-from robustgsl.sweep import (
-    Param, SweepConfig, grid_points, parse_grid, parse_param, read_sweep_table, reconcile_grid, run_sweep, value_text,
-)
+from robustgsl.sweep import SweepConfig, reconcile_grid, run_sweep
+from robustgsl.sweep_grid import Param, grid_points, parse_grid, parse_param, read_sweep_table, value_text
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sweep_pages import Page  # noqa: E402

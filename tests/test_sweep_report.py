@@ -18,7 +18,8 @@ from robustgsl.io import sha256_file
 from robustgsl.report.sweep import load_sweep, option_figure, option_panels
 from robustgsl.schema import sweep as schema
 from robustgsl.schema.run import EpochMetrics
-from robustgsl.sweep import SweepConfig, parse_grid, read_sweep_table, run_sweep
+from robustgsl.sweep import SweepConfig, run_sweep
+from robustgsl.sweep_grid import parse_grid, read_sweep_table
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sweep_pages import Page  # noqa: E402
@@ -62,8 +63,8 @@ def stand_ins(monkeypatch):
         return CleanErrors({head: known_error(head, saved) for head in heads}, n_train=1000, n_test=200,
                            weights_sha256=sha256_file(Path(run_dir) / runs.WEIGHTS_FILE))
 
-    monkeypatch.setattr("robustgsl.train.train", train)
-    monkeypatch.setattr("robustgsl.evaluate.clean_test_errors", clean_test_errors)
+    monkeypatch.setattr("robustgsl.sweep.train", train)
+    monkeypatch.setattr("robustgsl.sweep.clean_test_errors", clean_test_errors)
     return state
 
 

@@ -14,7 +14,7 @@ import torch
 from robustgsl import runs
 from robustgsl.config import EvalConfig
 from robustgsl.corruptions.source import CorruptionRequest, CorruptionSource, prepare_corruptions
-from robustgsl.data import IMAGEFOLDER, dataset_info, load_dataset
+from robustgsl.data import load_dataset
 from robustgsl.device import resolve_device
 from robustgsl.errors import InputError
 from robustgsl.evaluate.baseline import ReferenceScores, check_reference_covers, choose_baseline, reference_named
@@ -22,6 +22,7 @@ from robustgsl.evaluate.models import EvaluatedModel, check_outputs, load_models
 from robustgsl.external import ExternalModel, ExternalSpec
 from robustgsl.imagefolder import imagefolder_record
 from robustgsl.metrics import CLEAN
+from robustgsl.vocabulary import IMAGEFOLDER, dataset_info
 
 Log = Callable[[str], None]
 # The data set evaluated when only external models are given and no --dataset (RobustBench's default).

@@ -17,12 +17,9 @@ from robustgsl import runs, seeds
 from robustgsl.device import infer
 from robustgsl.errors import InputError
 from robustgsl.external import ExternalModel, ExternalSpec, load_external_model
-from robustgsl.heads import HEADS
 from robustgsl.io import sha256_file
 from robustgsl.seeds import SeedRun
-
-EMBEDDING_HEADS = tuple(head for head in HEADS if head != "argmax")
-
+from robustgsl.vocabulary import EMBEDDING_HEADS, HEADS
 
 @dataclass
 class EvaluatedModel:

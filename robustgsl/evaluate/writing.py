@@ -20,7 +20,6 @@ from robustgsl.corruptions import SEVERITIES
 from robustgsl.evaluate.inputs import Inputs
 from robustgsl.evaluate.models import EvaluatedModel, pair_name
 from robustgsl.evaluate.scoring import Scores
-from robustgsl.heads import HEADS
 from robustgsl.io import atomic_folder, save_npz_atomic, write_csv_atomic, write_json_atomic
 from robustgsl.schema.evaluation import (
     CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_FILE, EXAMPLES_FILE, FILES, RECORD_FILE, REPORT_FILE,
@@ -29,6 +28,7 @@ from robustgsl.schema.evaluation import (
 )
 from robustgsl.snapshots import copy_snapshots
 from robustgsl.summary import BOOTSTRAP_LEVEL, Tables
+from robustgsl.vocabulary import HEADS
 
 Log = Callable[[str], None]
 

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import quote
 
-import jinja2
 import numpy as np
 import pandas as pd
 
@@ -23,6 +20,7 @@ from robustgsl.corruptions import by_family
 from robustgsl.io import recover_folder, remove_stale_temporaries, write_text_atomic
 from robustgsl.report import figures, tables, verdicts
 from robustgsl.report.load import Evaluation, Run, load_evaluation
+from robustgsl.report.page import environment, href, readable_time
 from robustgsl.schema.evaluation import (
     ALL_FAMILIES, CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_FILE, EXAMPLE_ARRAYS, EXAMPLES_FILE, RECORD_FILE,
     REPORT_FILE, ROBUSTBENCH_FILE, ROBUSTBENCH_SUMMARY_FILE, SEED_SUMMARY_FILE, SEVERITY_FILE, SUMMARY_FILE,
@@ -43,42 +41,10 @@ LINKED_FILES = (
 )
 
 
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("robustgsl.report", "templates"),
-        autoescape=True,  # every value from a file is untrusted text
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-
-
-def _href(target: Path, page_dir: Path) -> str:
-    # Percent-quote everything but "/" so no path can read as a URL scheme ("javascript:", "http:").
-    relative = os.path.relpath(os.path.abspath(target), os.path.abspath(page_dir))
-    return quote(Path(relative).as_posix(), safe="/")
-
-
 def _text(value: Any) -> str:
     if value is None:
         return tables.NOT_AVAILABLE
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-
-
-def _readable_time(value: Any) -> Any:
-    """An ISO time stamp as "2024-05-02 09:30:00 UTC" (no "T", named zone); anything else unchanged."""
-    if not isinstance(value, str):
-        return value
-    try:
-        stamp = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    text = stamp.strftime("%Y-%m-%d %H:%M:%S")
-    offset = stamp.utcoffset()
-    if offset is None:
-        return text
-    return text + (" UTC" if not offset else f" UTC{stamp.strftime('%z')[:3]}:{stamp.strftime('%z')[3:]}")
 
 
 def _fact(label: str, value: Any, detail: Any = None, wide: bool = False, mono: bool = False) -> dict[str, Any]:
@@ -118,7 +84,7 @@ def _provenance_facts(meta: dict[str, Any]) -> list[dict[str, Any]]:
     """How and with what it was evaluated: time, commit, versions, device, wall time, bootstrap, SVC."""
     sha, versions, wall = meta.get("git_sha"), meta.get("versions"), meta.get("wall_times")
     facts = [
-        _fact("Evaluated", _readable_time(meta.get("created_at"))),
+        _fact("Evaluated", readable_time(meta.get("created_at"))),
         _fact("Git SHA", sha, wide=isinstance(sha, str) and len(sha) > 12, mono=True),
         _fact("Versions", ", ".join(f"{name} {value}" for name, value in versions.items())
               if isinstance(versions, dict) else versions, wide=True),
@@ -382,13 +348,13 @@ def _figure1(evaluation: Evaluation) -> dict[str, Any]:
 
 
 def _links(evaluation: Evaluation, page_dir: Path) -> dict[str, Any]:
-    files = [{"name": name, "href": _href(evaluation.eval_dir / name, page_dir), "what": what}
+    files = [{"name": name, "href": href(evaluation.eval_dir / name, page_dir), "what": what}
              for name, what in LINKED_FILES if (evaluation.eval_dir / name).is_file()]
     runs = []
     for run in evaluation.runs:
         entry = {"name": run.name, "path": run.run_dir_text or tables.NOT_AVAILABLE, "href": None, "note": None}
         if run.run_dir is not None:
-            entry["href"] = _href(run.run_dir, page_dir)
+            entry["href"] = href(run.run_dir, page_dir)
         elif run.kind != "run":
             entry["note"] = "robustgsl did not train it, so it has no run folder"
         else:
@@ -527,7 +493,7 @@ def render_report(evaluation: Evaluation, page_dir: Path, title: str | None = No
     context["figure1"] = _figure1(evaluation)
     context["links"] = _links(evaluation, page_dir)
     context["comparability"] = _source_notes(evaluation.meta) + _method_notes(evaluation)
-    return _environment().get_template("report.html").render(**context)
+    return environment().get_template("report.html").render(**context)
 
 
 def write_report(

@@ -25,9 +25,9 @@ from robustgsl import __version__, runs
 from robustgsl.config import preset_values
 from robustgsl.io import write_text_atomic
 from robustgsl.report import figures, tables
-from robustgsl.report.render import _environment, _href, _readable_time
+from robustgsl.report.page import environment, href, readable_time
 from robustgsl.schema import sweep as schema
-from robustgsl.sweep import Grid, grid_from_record, read_sweep_record, read_sweep_table, sweepable_spec, value_text
+from robustgsl.sweep_grid import Grid, grid_from_record, read_sweep_record, read_sweep_table, sweepable_spec, value_text
 
 PAPER = "Bontonou et al. 2019, arXiv:1905.00301"
 # The paper's findings on GSL's own parameters (paraphrased; the paper plots test accuracy, this page
@@ -222,7 +222,7 @@ def _rows(sweep: Sweep, page_dir: Path) -> list[dict[str, Any]]:
             int(record["epochs_trained"]),
             "loss": tables.NOT_AVAILABLE if tables.is_missing(record["final_loss"]) else f"{record['final_loss']:.4g}",
             "time": tables.duration(record["train_time_s"]),
-            "run_dir": record["run_dir"], "href": _href(sweep.sweep_dir / record["run_dir"], page_dir),
+            "run_dir": record["run_dir"], "href": href(sweep.sweep_dir / record["run_dir"], page_dir),
         })
     return rows
 
@@ -238,7 +238,7 @@ def _facts(sweep: Sweep) -> list[tuple[str, str]]:
         ("runs", f"{len(sweep.table)}: {len(sweep.table) - failed} ok, {failed} failed"),
         ("fixed options", fixed or "none (preset and defaults)"),
         ("heads", ", ".join(sweep.heads)),
-        ("started", f"{_readable_time(record.get('created_at'))}; last run {_readable_time(record.get('updated_at'))}"),
+        ("started", f"{readable_time(record.get('created_at'))}; last run {readable_time(record.get('updated_at'))}"),
         ("git SHA", record.get("git_sha") or tables.NOT_AVAILABLE),
         ("command", shlex.join(command) if isinstance(command, list) else tables.NOT_AVAILABLE),
     ]
@@ -260,12 +260,12 @@ def render_sweep_report(sweep: Sweep, page_dir: Path) -> str:
         "notes": scale_notes(sweep),
         "names": list(sweep.grid.names),
         "rows": _rows(sweep, page_dir),
-        "files": [{"name": name, "href": _href(sweep.sweep_dir / name, page_dir)}
+        "files": [{"name": name, "href": href(sweep.sweep_dir / name, page_dir)}
                   for name in (schema.TABLE_FILE, schema.SWEEP_FILE, schema.SUBMITIT_DIR)
                   if (sweep.sweep_dir / name).exists()],
         "record_json": json.dumps({key: sweep.record.get(key) for key in ("params", "fixed", "seeds")}, indent=2),
     }
-    return _environment().get_template("sweep.html").render(**context)
+    return environment().get_template("sweep.html").render(**context)
 
 
 def write_sweep_report(sweep_dir: str | os.PathLike, out_path: str | os.PathLike | None = None,

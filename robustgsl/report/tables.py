@@ -16,11 +16,10 @@ import numpy as np
 from robustgsl import published
 from robustgsl.config import TRAIN_OPTIONS
 from robustgsl.corruptions import by_family
-from robustgsl.data import DATASET_INFO
-from robustgsl.heads import HEADS
 from robustgsl.metrics import CLEAN, RELIABILITY_Z
 from robustgsl.report.load import Evaluation
 from robustgsl.schema.run import CONFIG_FIELDS, DERIVED_CONFIG_FIELDS, ENVIRONMENT_FIELDS, VERSION_PACKAGES
+from robustgsl.vocabulary import DATASET_INFO, HEADS
 
 NOT_AVAILABLE = "—"
 
