@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from robustgsl import __version__
 from robustgsl.config import paper_deviations
 from robustgsl.errors import InputError
 from robustgsl.io import write_bytes_atomic, write_json_atomic, write_text_atomic
@@ -47,8 +48,6 @@ def git_sha() -> str | None:
 def versions() -> dict:
     import numpy
     import sklearn
-
-    from robustgsl import __version__
 
     return {
         "python": platform.python_version(),

@@ -21,6 +21,7 @@ from robustgsl.evaluate.inputs import Inputs
 from robustgsl.evaluate.models import EvaluatedModel, pair_name
 from robustgsl.evaluate.scoring import Scores
 from robustgsl.io import atomic_folder, save_npz_atomic, write_csv_atomic, write_json_atomic
+from robustgsl.report import write_report
 from robustgsl.schema.evaluation import (
     CORRUPTION_SUMMARY_FILE, EMBEDDINGS_FILE, ERRORS_FILE, EXAMPLES_FILE, FILES, RECORD_FILE, REPORT_FILE,
     ROBUSTBENCH_FILE, ROBUSTBENCH_SUMMARY_FILE, SEED_SUMMARY_FILE, SEVERITY_FILE, SNAPSHOTS_DIR, SUMMARY_FILE,
@@ -40,8 +41,6 @@ def write_evaluation(scores: Scores, config: EvalConfig, log: Log | None = None)
     with atomic_folder(out_dir, may_replace=is_evaluation_folder) as staging:
         _write(staging, scores, config)
         if config.report:
-            from robustgsl.report import write_report  # the report reads evaluation folders: a floor above
-
             write_report(staging, folder_name=Path(os.path.abspath(out_dir)).name)
     if config.report:
         log(f"Report written to {out_dir / REPORT_FILE}")
