@@ -317,12 +317,10 @@ def test_jobs_splitting_corruptions_into_one_folder_keep_every_manifest_entry(tm
 
 # ---------------------------------------------------------------- faults: kills, concurrent jobs, disks
 
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from robustgsl.io import is_temporary  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
 from fault_helpers import Child, child_pids, small_disk, wait_until_gone  # noqa: E402
 
 

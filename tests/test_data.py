@@ -1,6 +1,4 @@
 import pickle
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +7,7 @@ import torch
 from robustgsl.data import augment_batch, load_dataset, render_digits
 from robustgsl.errors import InputError
 
-sys.path.insert(0, str(Path(__file__).parent))
-from dataset_files import write_cifar10, write_cifar100, write_svhn  # noqa: E402
+from dataset_files import write_cifar10, write_cifar100, write_svhn
 
 
 def test_cifar10_released_format(tmp_path):

@@ -18,6 +18,7 @@ from robustgsl.train import Criterion
 
 PER_RANK = 6
 WORLD = 2
+ALPHA = 2.0  # given to both sides, so the comparison does not depend on a preset's alpha
 
 
 class TinyEmbedder(torch.nn.Module):
@@ -44,7 +45,7 @@ def _rank_worker(rank, init_file, out_dir, graph):
     model = torch.nn.parallel.DistributedDataParallel(TinyEmbedder())
     images, labels = _data()
     local = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
-    criterion = Criterion(make_config("gsl", "demo", k=3, graph=graph), DistributedContext(rank, WORLD, rank))
+    criterion = Criterion(make_config("gsl", "demo", k=3, alpha=ALPHA, graph=graph), DistributedContext(rank, WORLD, rank))
     loss = criterion(model(images[local]), labels[local])
     loss.backward()
     torch.save({"loss": loss.detach(), "grads": {n: p.grad for n, p in model.module.named_parameters()}},
@@ -60,7 +61,7 @@ def _run_ranks(tmp_path, graph):
 def _single_process_gradients(images, labels):
     torch.manual_seed(0)
     model = TinyEmbedder()
-    loss = GraphSmoothnessLoss(k=3, reduction="mean")(model(images), labels)  # the training default
+    loss = GraphSmoothnessLoss(k=3, alpha=ALPHA, reduction="mean")(model(images), labels)  # the training default
     loss.backward()
     return loss.detach(), {n: p.grad for n, p in model.named_parameters()}
 

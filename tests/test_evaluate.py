@@ -2,8 +2,6 @@
 
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,8 +17,7 @@ from robustgsl.errors import InputError
 from robustgsl.evaluate import evaluate
 from robustgsl.train import train_both
 
-sys.path.insert(0, str(Path(__file__).parent))
-from schema_checks import evaluation_folder_problems, run_folder_problems  # noqa: E402
+from schema_checks import evaluation_folder_problems, run_folder_problems
 
 CORRUPTIONS = ["gaussian_noise", "contrast"]
 

@@ -1,8 +1,6 @@
 import hashlib
 import os
 import pickle
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,8 +13,7 @@ from robustgsl.external import (
     ExternalModel, ExternalSpec, build_model, import_factory, load_external_model, load_weights, parse_normalize,
 )
 
-sys.path.insert(0, str(Path(__file__).parent))
-from external_helpers import MODEL_FILE, trained_like  # noqa: E402
+from external_helpers import MODEL_FILE, trained_like
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Bring-your-own data set: an image folder written here, trained (tiny), corrupted and evaluated through the CLI."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +14,8 @@ from robustgsl import runs
 from robustgsl.cli import main
 from robustgsl.data import load_dataset
 
-sys.path.insert(0, str(Path(__file__).parent))
-from external_helpers import MODEL_FILE  # noqa: E402
-from schema_checks import evaluation_folder_problems, run_folder_problems  # noqa: E402
+from external_helpers import MODEL_FILE
+from schema_checks import evaluation_folder_problems, run_folder_problems
 
 CLASSES = ("circle", "square", "stripes")  # sorted, as ImageFolder labels them
 PER_CLASS = {"train": 40, "test": 12}

@@ -38,13 +38,11 @@ def test_npy_round_trip_and_hash(tmp_path):
 # --- faults: modes, write errors, temporaries of killed writers, folders written whole --------------------
 
 import errno  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from robustgsl import io as rio  # noqa: E402
 from robustgsl.errors import InputError, WriteError  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
 from fault_helpers import Child, small_disk  # noqa: E402
 
 

@@ -21,9 +21,8 @@ from robustgsl.errors import InputError
 from robustgsl.report import write_report
 from robustgsl.report.figures import project_2d
 
-sys.path.insert(0, str(Path(__file__).parent))
-from report_fixtures import CORRUPTIONS, make_evaluation  # noqa: E402
-from schema_checks import evaluation_folder_problems, run_folder_problems  # noqa: E402
+from report_fixtures import CORRUPTIONS, make_evaluation
+from schema_checks import evaluation_folder_problems, run_folder_problems
 
 INJECTED = "<script>alert(1)</script>"
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}

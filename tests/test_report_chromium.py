@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from robustgsl.report import write_report
 
-sys.path.insert(0, str(Path(__file__).parent))
-from report_fixtures import make_evaluation  # noqa: E402
+from report_fixtures import make_evaluation
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

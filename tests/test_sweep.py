@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,8 +24,7 @@ from robustgsl.schema import sweep as schema
 from robustgsl.sweep import SweepConfig, reconcile_grid, run_sweep
 from robustgsl.sweep_grid import Param, grid_points, parse_grid, parse_param, read_sweep_table, value_text
 
-sys.path.insert(0, str(Path(__file__).parent))
-from sweep_pages import Page  # noqa: E402
+from sweep_pages import Page
 
 REPO = Path(__file__).resolve().parents[1]
 # Tiny runs: 1/16 width on the digits (1,257 training images), a small monitor slice.

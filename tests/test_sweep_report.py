@@ -4,7 +4,6 @@ mean and spread, the k = max position, log axes, categorical options, the paper'
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,8 +20,7 @@ from robustgsl.schema.run import EpochMetrics
 from robustgsl.sweep import SweepConfig, run_sweep
 from robustgsl.sweep_grid import parse_grid, read_sweep_table
 
-sys.path.insert(0, str(Path(__file__).parent))
-from sweep_pages import Page  # noqa: E402
+from sweep_pages import Page
 
 INJECTED = "<script>alert(1)</script>"
 FIXED = {"preset": "demo", "epochs": 3, "width": 0.125}

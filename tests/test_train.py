@@ -41,7 +41,8 @@ def test_train_both_writes_complete_run_folders(tmp_path, monkeypatch):
         for key, value in model.state_dict().items():
             torch.testing.assert_close(weights[key], value)
     gsl_config = json.loads((tmp_path / "runs/pair/gsl/config.json").read_text())
-    assert gsl_config["k"] is None and gsl_config["alpha"] == 2.0 and gsl_config["embedding_dim"] == 10
+    assert gsl_config["k"] is None and gsl_config["embedding_dim"] == 10
+    assert gsl_config["alpha"] == 0.5 and gsl_config["normalization"] == "bn-l2"  # the recommended GSL changes
     assert runs.find_last_pair(tmp_path / "runs") == [(tmp_path / "runs/pair").resolve() / n for n in ("ce", "gsl")]
 
 
@@ -90,11 +91,12 @@ def test_bad_input_gets_a_clear_message(tmp_path, args, needle):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     run = tmp_path / "run"
-    train(make_config("ce", "demo", width=0.0625, epochs=1), run, device="cpu")
+    train(make_config("ce", "demo", width=0.0625, epochs=1, milestones=[1]), run, device="cpu")
     good = load_file(str(run / "model.safetensors"))
     (run / "model.safetensors").unlink()
     monkeypatch.setattr("robustgsl.train.F.cross_entropy", lambda outputs, labels: outputs.sum() * float("nan"))
-    result = CliRunner().invoke(main, ["train", "--loss", "ce", *TINY, "--epochs", "3", "--out", str(run), "--resume"])
+    result = CliRunner().invoke(main, ["train", "--loss", "ce", *TINY, "--epochs", "3", "--milestones", "1",
+                                       "--out", str(run), "--resume"])
     assert result.exit_code == 1
     assert "loss became nan" in result.output.lower() and "(epoch 1)" in result.output
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
@@ -180,12 +182,10 @@ def test_warmup_scales_each_step_and_leaves_the_schedule_exact(tmp_path, monkeyp
 # --- faults: damaged checkpoints, file-system errors, kills at chosen moments --------------------------
 
 import io  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from robustgsl.io import is_temporary  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
 from fault_helpers import Child, folder_bytes, small_disk  # noqa: E402
 
 TRAIN_GSL = ["train", "--loss", "gsl", *TINY]
@@ -193,7 +193,7 @@ TRAIN_GSL = ["train", "--loss", "gsl", *TINY]
 
 @pytest.fixture(scope="module")
 def one_epoch_run(tmp_path_factory):
-    return train(make_config("ce", "demo", width=0.0625, epochs=1), tmp_path_factory.mktemp("one") / "run",
+    return train(make_config("ce", "demo", width=0.0625, epochs=1, milestones=[1]), tmp_path_factory.mktemp("one") / "run",
                  device="cpu")
 
 
@@ -220,7 +220,8 @@ def test_resuming_from_a_damaged_checkpoint_names_it_and_rewrites_nothing(one_ep
     shutil.copytree(one_epoch_run, run)
     (run / "checkpoint.pt").write_bytes(damage(run))
     before = folder_bytes(run)
-    result = CliRunner().invoke(main, ["train", "--loss", "ce", *TINY, "--epochs", "2", "--out", str(run), "--resume"])
+    result = CliRunner().invoke(main, ["train", "--loss", "ce", *TINY, "--epochs", "2", "--milestones", "1",
+                                       "--out", str(run), "--resume"])
     assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit)  # a message, not a traceback
     assert result.output.startswith(f"Error: {run / 'checkpoint.pt'} ") and needle in result.output

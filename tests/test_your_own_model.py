@@ -27,9 +27,8 @@ from robustgsl.data import load_dataset
 from robustgsl.errors import InputError
 from robustgsl.external import ExternalModel
 
-sys.path.insert(0, str(Path(__file__).parent))
-from external_helpers import MODEL_FILE, trained_like  # noqa: E402
-from schema_checks import evaluation_folder_problems  # noqa: E402
+from external_helpers import MODEL_FILE, trained_like
+from schema_checks import evaluation_folder_problems
 
 CORRUPTIONS = ("gaussian_noise", "contrast")
 SEVERITIES = (1, 5)
