@@ -654,6 +654,8 @@ def test_published_figures_only_beside_the_same_data_set(tmp_path):
     line = " ".join(one(digits.find_all("p", cls="dataset-line")).text().split())
     assert "Measured on DIGITS, not CIFAR-10" in line and "not shown" in line
     assert "95.28" not in (digits_dir / "index.html").read_text()
+    assert "The paper's claim (GSL more robust than CE) needs its full training" in \
+        " ".join(one(digits.find_all("header")).text().split())
 
 
 def test_table2_published_card_names_the_d_200_setting(demo):
