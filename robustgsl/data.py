@@ -14,6 +14,7 @@ DataLoader workers in the hot loop.
 
 from __future__ import annotations
 
+import functools
 import pickle
 from pathlib import Path
 
@@ -86,6 +87,14 @@ def render_digits(images_8x8: np.ndarray) -> np.ndarray:
 
 
 def _load_digits(split: str):
+    images, labels, index = _digits_split()
+    return images[index[split]], labels[index[split]]  # fancy indexing copies: callers cannot alter the cache
+
+
+@functools.cache
+def _digits_split() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """All 1,797 rendered digits, their labels and the split's indices, built once per process: training
+    and evaluation load both splits, often several times in one process (a sweep, the tests)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -95,8 +104,10 @@ def _load_digits(split: str):
     train_index, test_index = train_test_split(
         np.arange(len(labels)), test_size=DIGITS_TEST_FRACTION, stratify=labels, random_state=DIGITS_SPLIT_SEED
     )
-    index = np.sort(train_index if split == "train" else test_index)
-    return images[index], labels[index]
+    index = {"train": np.sort(train_index), "test": np.sort(test_index)}
+    for array in (images, labels, *index.values()):
+        array.setflags(write=False)
+    return images, labels, index
 
 
 # --- released formats ---------------------------------------------------------------------------

@@ -79,6 +79,8 @@ def test_digits_split_is_fixed_and_rendered():
     assert set(np.bincount(test_labels)) <= set(range(50, 60))  # stratified
     again, _ = load_dataset("digits", "test")
     np.testing.assert_array_equal(again, test_images)
+    test_images[:] = 0  # each load is the caller's own copy: the rendered set kept by the process is unchanged
+    np.testing.assert_array_equal(load_dataset("digits", "test")[0], again)
     # The 8x8 value 16 renders as white, 0 as black.
     block = render_digits(np.full((1, 8, 8), 16.0))
     assert block.min() == 255
