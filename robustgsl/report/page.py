@@ -3,6 +3,7 @@ from a file is untrusted text), relative links that cannot read as a URL scheme,
 
 from __future__ import annotations
 
+import functools
 import os
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ from urllib.parse import quote
 import jinja2
 
 
+@functools.cache  # one environment per process, so each template is compiled once
 def environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("robustgsl.report", "templates"),
