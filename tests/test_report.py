@@ -38,9 +38,12 @@ class Node:
         return "".join(part if isinstance(part, str) else part.text() for part in self.parts)
 
     def iter(self):
-        yield self
-        for child in self.children:
-            yield from child.iter()
+        """This node and its descendants in document order (a stack, not nested generators: pages are deep)."""
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children))
 
     def classes(self) -> set[str]:
         return set(self.attrs.get("class", "").split())
