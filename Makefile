@@ -26,5 +26,6 @@ demo: install clean-demo
 clean-demo:
 	rm -rf runs/demo reports/demo
 
+# One pytest-xdist worker per core (at most 4), each test module on one worker so its fixtures are built once.
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadscope

@@ -8,6 +8,9 @@ import numpy as np
 
 from robustgsl.corruptions.rng import image_seed
 
+# The corruptions in the digits corruption folder that conftest.py's digits_corruptions fixture shares.
+DIGITS_C_CORRUPTIONS = ("gaussian_noise", "contrast")
+
 
 def photo_crops(n: int, seed: int = 0) -> np.ndarray:
     """n CIFAR-like 32x32 RGB uint8 crops of scikit-learn's two bundled photographs (seeded).

@@ -17,9 +17,10 @@ from robustgsl.errors import InputError
 from robustgsl.evaluate import evaluate
 from robustgsl.train import train_both
 
+from corruption_helpers import DIGITS_C_CORRUPTIONS
 from schema_checks import evaluation_folder_problems, run_folder_problems
 
-CORRUPTIONS = ["gaussian_noise", "contrast"]
+CORRUPTIONS = list(DIGITS_C_CORRUPTIONS)
 
 
 @pytest.fixture(scope="module")
@@ -31,22 +32,11 @@ def pair(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def evaluation(pair, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("eval")
-    corruption_dir = workdir / "DIGITS-C"
+def evaluation(pair, digits_corruptions, tmp_path_factory):
     out = evaluate([pair / "ce", pair / "gsl"], EvalConfig(
-        out_dir=workdir / "report", corruptions=tuple(CORRUPTIONS), svc_train_size=300, n_bootstrap=200,
-        device="cpu", workers=1, report=False, quiet=True, corruption_dir=_generate(corruption_dir)))
-    return out, corruption_dir
-
-
-def _generate(folder):
-    from robustgsl.corruptions.dataset import write_corruption_dataset
-
-    images, labels = load_dataset("digits", "test")
-    write_corruption_dataset(images, labels, folder, corruptions=CORRUPTIONS, seed=0, workers=1,
-                             dataset_name="digits", quiet=True)
-    return folder
+        out_dir=tmp_path_factory.mktemp("eval") / "report", corruptions=tuple(CORRUPTIONS), svc_train_size=300,
+        n_bootstrap=200, device="cpu", workers=1, report=False, quiet=True, corruption_dir=digits_corruptions))
+    return out, digits_corruptions
 
 
 def test_errors_csv_holds_every_row(evaluation):
@@ -458,16 +448,16 @@ main(["evaluate", {str(pair / 'gsl')!r}, "--corruption-dir", {str(evaluation[1])
 
 # --- seeds, and the paper's Table 1 beside CIFAR-100 and SVHN evaluations --------------------------
 
-def test_seed_pairs_are_averaged_with_paired_baselines(tmp_path, monkeypatch):
+def test_seed_pairs_are_averaged_with_paired_baselines(digits_corruptions, tmp_path):
     from robustgsl.evaluate.models import pair_name
 
     configs = {loss: make_config(loss, "demo", width=0.0625, epochs=1, embedding_snapshots=[1]) for loss in ("ce", "gsl")}
     train_both(configs, tmp_path / "runs" / "pair", runs_root=tmp_path / "runs", seeds=[0, 1], device="cpu", quiet=True)
     run_dirs = runs.find_last_pair(tmp_path / "runs")
     assert pair_name(run_dirs[0]) == "pair"  # the default evaluation folder is reports/pair, not reports/seed0
-    folder = _generate(tmp_path / "DIGITS-C")
-    out = evaluate(run_dirs, EvalConfig(out_dir=tmp_path / "report", corruption_dir=folder, corruptions=("contrast",),
-                                        heads=["argmax", "10nn"], n_bootstrap=50, device="cpu", quiet=True))
+    out = evaluate(run_dirs, EvalConfig(out_dir=tmp_path / "report", corruption_dir=digits_corruptions,
+                                        corruptions=("contrast",), heads=["argmax", "10nn"], n_bootstrap=50,
+                                        device="cpu", quiet=True))
     assert evaluation_folder_problems(out) == []
     errors = pd.read_csv(out / "errors.csv")
     assert sorted(set(errors["seed"])) == [0, 1] and set(errors["model"]) == {"ce", "gsl"}

@@ -27,10 +27,11 @@ from robustgsl.data import load_dataset
 from robustgsl.errors import InputError
 from robustgsl.external import ExternalModel
 
+from corruption_helpers import DIGITS_C_CORRUPTIONS
 from external_helpers import MODEL_FILE, trained_like
 from schema_checks import evaluation_folder_problems
 
-CORRUPTIONS = ("gaussian_noise", "contrast")
+CORRUPTIONS = DIGITS_C_CORRUPTIONS
 SEVERITIES = (1, 5)
 N = 200  # test images evaluated (of the 540 digits)
 MEAN, STD = (0.3, 0.3, 0.3), (0.32, 0.32, 0.32)
@@ -39,12 +40,8 @@ BATCH = 100
 
 
 @pytest.fixture(scope="module")
-def digits_c(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("corruptions") / "DIGITS-C"
-    images, labels = load_dataset("digits", "test")
-    write_corruption_dataset(images, labels, folder, corruptions=CORRUPTIONS, seed=0, workers=1,
-                             dataset_name="digits", quiet=True)
-    return folder
+def digits_c(digits_corruptions):
+    return digits_corruptions
 
 
 @pytest.fixture(scope="module")
