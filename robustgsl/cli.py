@@ -13,6 +13,7 @@ modules import torch, which ``corrupt`` and its worker processes (which import t
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Callable
 
 import click
@@ -354,8 +355,6 @@ def _corrupt_params() -> list[click.Parameter]:
 @main.command(cls=_ConfigCommand, make_params=_corrupt_params)
 def corrupt(**options) -> None:
     """Write a corrupted test set in the CIFAR-10-C layout (<name>.npy, labels.npy, manifest.json)."""
-    from pathlib import Path
-
     from robustgsl.corruptions.dataset import default_out_dir, write_corruption_dataset
     from robustgsl.data import load_test_images
 
