@@ -40,11 +40,6 @@ BATCH = 100
 
 
 @pytest.fixture(scope="module")
-def digits_c(digits_corruptions):
-    return digits_corruptions
-
-
-@pytest.fixture(scope="module")
 def resnet(tmp_path_factory):
     """(model file, weights file as RobustBench would wrap them, the model with those weights)."""
     folder = tmp_path_factory.mktemp("model")
@@ -60,7 +55,7 @@ def _batches(images: np.ndarray):
         yield torch.from_numpy(images[start:start + BATCH]).permute(0, 3, 1, 2).float() / 255
 
 
-def independent_errors(model, digits_c, normalize: bool) -> dict:
+def independent_errors(model, digits_corruptions, normalize: bool) -> dict:
     """(head, corruption, severity) -> error of the first N test images, by a plain loop."""
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
     captured = []
@@ -78,7 +73,7 @@ def independent_errors(model, digits_c, normalize: bool) -> dict:
     knn = KNeighborsClassifier(n_neighbors=1, algorithm="brute").fit(run(train_images)[1], train_labels)
     sets = {("clean", 0): test_images[:N]}
     for name in CORRUPTIONS:
-        data = np.load(digits_c / f"{name}.npy")
+        data = np.load(digits_corruptions / f"{name}.npy")
         sets.update({(name, s): data[(s - 1) * len(test_labels):(s - 1) * len(test_labels) + N] for s in SEVERITIES})
     errors = {}
     for (corruption, severity), images in sets.items():
@@ -97,20 +92,20 @@ def evaluate_cli(*args):
 # --- robustgsl evaluate --model -------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def cli_evaluation(resnet, digits_c, tmp_path_factory):
+def cli_evaluation(resnet, digits_corruptions, tmp_path_factory):
     model_file, weights, _ = resnet
     out = tmp_path_factory.mktemp("eval") / "rn18"
     result = evaluate_cli("--model", f"{model_file}:resnet18_cifar", "--weights", weights, "--normalize", NORMALIZE,
                           "--features", "flatten", "--model-name", "rn18", "--dataset", "digits",
-                          "--corruption-dir", digits_c, "--corruptions", ",".join(CORRUPTIONS),
+                          "--corruption-dir", digits_corruptions, "--corruptions", ",".join(CORRUPTIONS),
                           "--severities", ",".join(map(str, SEVERITIES)), "--heads", "argmax,1nn",
                           "--n-examples", N, "--out", out, "--no-report")
     assert result.exit_code == 0, result.output
     return out
 
 
-def test_cli_errors_match_an_independent_loop(cli_evaluation, resnet, digits_c):
-    expected = independent_errors(resnet[2], digits_c, normalize=True)
+def test_cli_errors_match_an_independent_loop(cli_evaluation, resnet, digits_corruptions):
+    expected = independent_errors(resnet[2], digits_corruptions, normalize=True)
     errors = pd.read_csv(cli_evaluation / "errors.csv")
     assert set(errors["model"]) == {"rn18"} and len(errors) == len(expected)
     for row in errors.itertuples():
@@ -139,14 +134,14 @@ def test_cli_evaluation_folder_names_the_model(cli_evaluation, resnet):
         assert text in header, text
 
 
-def test_several_models_and_any_model_as_the_baseline(resnet, digits_c, tmp_path):
+def test_several_models_and_any_model_as_the_baseline(resnet, digits_corruptions, tmp_path):
     model_file, weights, _ = resnet
     out = tmp_path / "two"
     result = evaluate_cli("--model", f"{model_file}:resnet18_cifar", "--weights", weights, "--model-name", "rn18",
                           "--normalize", NORMALIZE,
                           "--model", f"{model_file}:TinyNet", "--weights", "-", "--model-name", "tiny",
                           "--normalize", "-",
-                          "--dataset", "digits", "--corruption-dir", digits_c, "--corruptions", "contrast",
+                          "--dataset", "digits", "--corruption-dir", digits_corruptions, "--corruptions", "contrast",
                           "--severities", "1,5", "--heads", "argmax", "--n-examples", N,
                           "--baseline", "rn18/argmax", "--out", out, "--no-report")
     assert result.exit_code == 0, result.output
@@ -170,10 +165,10 @@ def test_several_models_and_any_model_as_the_baseline(resnet, digits_c, tmp_path
     (["--model", "{file}:TinyNet", "--model", "{file}:TinyNet"], "two models are called 'TinyNet'"),
     (["--model", "{file}:resnet18_cifar", "--normalize", "1,2/3"], "--normalize '1,2/3' has 2 means"),
 ])
-def test_bad_external_models_are_refused_before_any_work(resnet, digits_c, tmp_path, args, message):
+def test_bad_external_models_are_refused_before_any_work(resnet, digits_corruptions, tmp_path, args, message):
     model_file = resnet[0]
     result = evaluate_cli(*[a.format(file=model_file) for a in args], "--dataset", "digits", "--corruption-dir",
-                          digits_c, "--corruptions", "contrast", "--out", tmp_path / "o")
+                          digits_corruptions, "--corruptions", "contrast", "--out", tmp_path / "o")
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
     assert not (tmp_path / "o").exists()
@@ -182,19 +177,19 @@ def test_bad_external_models_are_refused_before_any_work(resnet, digits_c, tmp_p
 # --- robustgsl.benchmark --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def benchmarked(resnet, digits_c, tmp_path_factory):
+def benchmarked(resnet, digits_corruptions, tmp_path_factory):
     model = resnet[2].train()  # left in training mode: benchmark evaluates in eval mode, then restores it
     out = tmp_path_factory.mktemp("bench") / "rn18"
     result = robustgsl.benchmark(ExternalModel(model, normalize=(MEAN, STD), feature_layer="flatten"),
                                  dataset="digits", corruptions=CORRUPTIONS, severities=SEVERITIES,
-                                 heads=("argmax", "1nn"), n_examples=N, corruption_dir=digits_c, out_dir=out,
+                                 heads=("argmax", "1nn"), n_examples=N, corruption_dir=digits_corruptions, out_dir=out,
                                  device="cpu", batch_size=BATCH, model_name="rn18", n_bootstrap=50)
     assert model.training
     return result
 
 
-def test_benchmark_matches_the_independent_loop(benchmarked, resnet, digits_c):
-    expected = independent_errors(resnet[2], digits_c, normalize=True)
+def test_benchmark_matches_the_independent_loop(benchmarked, resnet, digits_corruptions):
+    expected = independent_errors(resnet[2], digits_corruptions, normalize=True)
     result = benchmarked
     assert list(result.errors.index) == [("clean", 0)] + [(c, s) for c in CORRUPTIONS for s in SEVERITIES]
     assert list(result.errors.columns) == ["argmax", "1nn"]
@@ -219,12 +214,12 @@ def test_benchmark_writes_what_evaluate_writes(benchmarked, cli_evaluation):
     assert CliRunner().invoke(main, ["report", str(out)]).exit_code == 0
 
 
-def test_a_result_or_an_errors_table_as_the_baseline(benchmarked, resnet, digits_c, tmp_path):
+def test_a_result_or_an_errors_table_as_the_baseline(benchmarked, resnet, digits_corruptions, tmp_path):
     from robustgsl.external import load_external_model, ExternalSpec
 
     tiny = load_external_model(ExternalSpec(f"{resnet[0]}:TinyNet"))
     options = dict(dataset="digits", corruptions=CORRUPTIONS, severities=SEVERITIES, n_examples=N,
-                   corruption_dir=digits_c, device="cpu", n_bootstrap=50)
+                   corruption_dir=digits_corruptions, device="cpu", n_bootstrap=50)
     paired = robustgsl.benchmark(tiny, baseline=benchmarked, out_dir=tmp_path / "paired", **options)
     argmax_rows = benchmarked.errors_table().query("head == 'argmax'")  # e.g. read from another errors.csv
     table = robustgsl.benchmark(tiny, baseline=argmax_rows, **options)
@@ -247,9 +242,9 @@ def test_a_result_or_an_errors_table_as_the_baseline(benchmarked, resnet, digits
     assert entries[1]["evaluated_as"]["name"] == "rn18" and entries[1]["source"] == "benchmark result"
 
 
-def test_bad_baselines_and_models(benchmarked, digits_c):
+def test_bad_baselines_and_models(benchmarked, digits_corruptions):
     options = dict(dataset="digits", corruptions="contrast", severities=(1,), n_examples=20,
-                   corruption_dir=digits_c, device="cpu")
+                   corruption_dir=digits_corruptions, device="cpu")
     argmax_rows = benchmarked.errors_table().query("head == 'argmax'")
     two = pd.concat([argmax_rows, argmax_rows.assign(model="other")])
     with pytest.raises(InputError, match="must hold one model/head, got 2: rn18/argmax, other/argmax"):
@@ -264,22 +259,22 @@ def test_bad_baselines_and_models(benchmarked, digits_c):
 
 # --- robustgsl.load_corruptions -------------------------------------------------------------------
 
-def test_load_corruptions_follows_robustbenchs_load_cifar10c(digits_c, tmp_path):
+def test_load_corruptions_follows_robustbenchs_load_cifar10c(digits_corruptions, tmp_path):
     n = 540
-    x, y = robustgsl.load_corruptions("digits", CORRUPTIONS, severity=5, n_examples=7, corruption_dir=digits_c)
+    x, y = robustgsl.load_corruptions("digits", CORRUPTIONS, severity=5, n_examples=7, corruption_dir=digits_corruptions)
     # RobustBench: the first ceil(7 / 2) = 4 images of each corruption at that severity, concatenated, cut to 7.
-    first = [np.load(digits_c / f"{name}.npy")[4 * n:4 * n + math.ceil(7 / 2)] for name in CORRUPTIONS]
+    first = [np.load(digits_corruptions / f"{name}.npy")[4 * n:4 * n + math.ceil(7 / 2)] for name in CORRUPTIONS]
     expected = np.concatenate(first)[:7]
     labels = load_dataset("digits", "test")[1]
     assert x.dtype == torch.float32 and x.shape == (7, 3, 32, 32) and y.dtype == torch.int64
     torch.testing.assert_close(x, torch.from_numpy(expected.transpose(0, 3, 1, 2).astype(np.float32) / 255))
     assert y.tolist() == np.concatenate([labels[:4], labels[:4]])[:7].tolist()
-    shuffled, shuffled_y = robustgsl.load_corruptions("digits", CORRUPTIONS, 5, 7, digits_c, shuffle=True, seed=4)
+    shuffled, shuffled_y = robustgsl.load_corruptions("digits", CORRUPTIONS, 5, 7, digits_corruptions, shuffle=True, seed=4)
     order = np.random.RandomState(4).permutation(8)[:7]
     torch.testing.assert_close(shuffled, torch.from_numpy(
         np.concatenate(first)[order].transpose(0, 3, 1, 2).astype(np.float32) / 255))
     assert shuffled_y.tolist() == np.concatenate([labels[:4], labels[:4]])[order].tolist()
-    everything, _ = robustgsl.load_corruptions("digits", "contrast", 2, corruption_dir=digits_c)
+    everything, _ = robustgsl.load_corruptions("digits", "contrast", 2, corruption_dir=digits_corruptions)
     assert everything.shape == (n, 3, 32, 32)
     # A folder holding severities 2 and 5 only, and a released-style folder without a manifest.
     images, image_labels = load_dataset("digits", "test")
@@ -293,9 +288,9 @@ def test_load_corruptions_follows_robustbenchs_load_cifar10c(digits_c, tmp_path)
     released = tmp_path / "released"
     released.mkdir()
     for name in ("contrast", "labels"):
-        (released / f"{name}.npy").write_bytes((digits_c / f"{name}.npy").read_bytes())
+        (released / f"{name}.npy").write_bytes((digits_corruptions / f"{name}.npy").read_bytes())
     again, _ = robustgsl.load_corruptions("digits", "contrast", 5, 7, released)
-    torch.testing.assert_close(again, robustgsl.load_corruptions("digits", "contrast", 5, 7, digits_c)[0])
+    torch.testing.assert_close(again, robustgsl.load_corruptions("digits", "contrast", 5, 7, digits_corruptions)[0])
     with pytest.raises(InputError, match="lacks gaussian_noise.npy"):
         robustgsl.load_corruptions("digits", "gaussian_noise", 5, 7, released)
 
